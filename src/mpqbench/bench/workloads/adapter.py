@@ -1,0 +1,106 @@
+"""The one interface between speech models and everything else in mpqbench.
+
+Quantization code, training loops and the evaluator talk to a model only through a
+:class:`SpeechModel`. Each model family (Whisper seq2seq, CTC encoders) implements it once.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from mpqbench.bench.data.types import Utterance
+
+SAMPLE_RATE = 16000
+
+#: Layer groups every adapter reports (some may be empty for a family).
+#: ``blocks``: every nn.Linear inside the transformer blocks (attention q/k/v/out, feed-forward);
+#: ``feature_encoder``: the CNN front end (+ its projection); ``pos_conv``: the positional
+#: convolution; ``head``: the output projection.
+LAYER_GROUPS = ("blocks", "feature_encoder", "pos_conv", "head")
+
+
+@dataclass
+class ModelBatch:
+    """A collated, device-placed training/evaluation batch.
+
+    Attributes:
+        ids: utterance ids, in batch order (used to key cached teacher outputs).
+        inputs: model-specific input tensors (features, masks, labels), already on device.
+    """
+
+    ids: list[str]
+    inputs: dict[str, torch.Tensor]
+
+
+@dataclass
+class ForwardOutput:
+    """What one forward pass gives the training loop.
+
+    Attributes:
+        loss: scalar task loss (CTC, or teacher-forced cross-entropy for seq2seq).
+        logits: ``(batch, time, vocab)`` output scores whose softmax is the output distribution
+            used for distillation.
+        mask: ``(batch, time)`` bool, True where ``logits`` are valid (not padding).
+    """
+
+    loss: torch.Tensor
+    logits: torch.Tensor
+    mask: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Transcript:
+    """A decoded hypothesis. ``capped`` is True when decoding stopped at the token cap."""
+
+    text: str
+    capped: bool = False
+
+
+class SpeechModel(abc.ABC):
+    """A speech recogniser wrapped for quantization benchmarking.
+
+    Attributes:
+        name: registry name or path the model was loaded from.
+        family: ``"whisper"`` (seq2seq) or ``"ctc"``.
+        model: the underlying ``nn.Module`` (quantization swaps layers inside it in place).
+    """
+
+    name: str
+    family: Literal["whisper", "ctc"]
+    model: nn.Module
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def to(self, device: str | torch.device) -> SpeechModel:
+        self.model.to(device)
+        return self
+
+    @abc.abstractmethod
+    def make_batch(self, utterances: Sequence[Utterance]) -> ModelBatch:
+        """Collate utterances (audio + reference text) into a device-placed batch."""
+
+    @abc.abstractmethod
+    def forward(self, batch: ModelBatch) -> ForwardOutput:
+        """One forward pass: task loss and output logits with their validity mask."""
+
+    @abc.abstractmethod
+    def transcribe(
+        self, audios: Sequence[np.ndarray], *, max_new_tokens: int | None = None
+    ) -> list[Transcript]:
+        """Greedy-decode a batch of 16 kHz mono float32 clips (in eval mode, no grad)."""
+
+    @abc.abstractmethod
+    def layer_groups(self) -> dict[str, list[str]]:
+        """Module names (as in ``model.named_modules()``) of quantizable layers, by group.
+
+        Keys are exactly :data:`LAYER_GROUPS`; a group a family lacks maps to ``[]``.
+        """
