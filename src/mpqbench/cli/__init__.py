@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from mpqbench import __version__
+from mpqbench.errors import MpqbenchError
 
 #: Subcommand modules; each defines ``register(subparsers)`` which adds its parser and sets
 #: ``func`` (called with the parsed namespace, returns an exit code).
@@ -37,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, MpqbenchError) as exc:
         # User-facing errors: one clear line, no traceback.
         print(f"mpqbench {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,270 @@
+"""The one interface every compression method implements, and the method registry.
+
+A method is a function ``(workload, target, budget, config) -> MethodResult`` registered
+once with :func:`register_method` next to its kw-only config dataclass. Methods never read
+files or parse CLI arguments; the harness never looks inside a method (DESIGN.md section 2).
+Adding a method is one new file plus one line in :data:`METHOD_MODULES`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
+
+from mpqbench.bench.data.types import Utterance
+from mpqbench.bench.workloads.adapter import SpeechModel
+
+#: Modules that define methods; importing one registers its methods.
+METHOD_MODULES = (
+    "mpqbench.baselines.uniform",
+    "mpqbench.search.one_stage",
+    "mpqbench.baselines.two_stage",
+    "mpqbench.search.optuna_search",
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Budget:
+    """The budget every method gets, identical across methods in a comparison.
+
+    Attributes:
+        train_steps: parameter-estimation (QAT) optimizer steps every method spends.
+        batch_size: utterances per step.
+        search_budget: precision-learning spend on top of train_steps: supernet/DNAS steps for
+            two-stage stage 1, trials for Optuna, calibration batches for sensitivity methods.
+        dev_subset: number of dev utterances used by cheap proxies (search scoring).
+        seed: seeds data order, initialisation of architecture logits, samplers.
+    """
+
+    train_steps: int = field(metadata={"help": "QAT optimizer steps (same for every method)"})
+    batch_size: int = field(default=8, metadata={"help": "utterances per step"})
+    search_budget: int = field(default=0, metadata={"help": "precision-learning steps/trials"})
+    dev_subset: int = field(default=32, metadata={"help": "dev utterances for search proxies"})
+    seed: int = field(default=0, metadata={"help": "random seed"})
+
+    def __post_init__(self) -> None:
+        for name in ("train_steps", "search_budget"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"budget.{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("batch_size", "dev_subset"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"budget.{name} must be >= 1, got {getattr(self, name)}")
+
+    def to_dict(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Target:
+    """A compression target: average bits over the quantized layers, or a compression ratio.
+
+    Exactly one of ``avg_bits`` / ``compression_ratio`` is set. A compression-ratio target is
+    turned into average bits with the paper's rule (DESIGN.md section 4) by
+    :meth:`avg_bits_for`.
+    """
+
+    avg_bits: float | None = None
+    compression_ratio: float | None = None
+
+    def __post_init__(self) -> None:
+        if (self.avg_bits is None) == (self.compression_ratio is None):
+            raise ValueError("target: give exactly one of avg_bits or compression_ratio")
+        if self.avg_bits is not None and not (1.0 <= self.avg_bits <= 32.0):
+            raise ValueError(f"target.avg_bits must be in [1, 32], got {self.avg_bits}")
+        if self.compression_ratio is not None and not (self.compression_ratio >= 1.0):
+            raise ValueError(
+                f"target.compression_ratio must be >= 1, got {self.compression_ratio}"
+            )
+
+    def avg_bits_for(self, n_total: int, n_quantized: int) -> float:
+        """Average bits over the quantized layers that meets this target.
+
+        Args:
+            n_total: every parameter of the model (tied weights once).
+            n_quantized: parameters of the quantized layers' weights.
+        Raises:
+            ValueError: the compression ratio cannot be reached even at 1 bit.
+        """
+        if self.avg_bits is not None:
+            return float(self.avg_bits)
+        assert self.compression_ratio is not None
+        n_rest = n_total - n_quantized
+        bits = (32.0 * n_total / self.compression_ratio - 32.0 * n_rest) / n_quantized
+        if bits < 1.0 or math.isnan(bits):
+            raise ValueError(
+                f"target compression ratio {self.compression_ratio} is out of reach: it needs "
+                f"{bits:.2f} average bits over the quantized layers (minimum 1)"
+            )
+        return min(bits, 32.0)
+
+    def label(self) -> str:
+        if self.avg_bits is not None:
+            return f"{self.avg_bits:g}bit"
+        return f"cr{self.compression_ratio:g}"
+
+    def to_dict(self) -> dict[str, float | None]:
+        return dataclasses.asdict(self)
+
+
+class TeacherSource(Protocol):
+    """Cached 32-bit output distributions, keyed by utterance id (see quant.teacher)."""
+
+    def kl(self, batch: Any, logits: Any, mask: Any) -> Any: ...
+
+
+@dataclass
+class Workload:
+    """What a method works on: a fresh 32-bit model, its data, and the teacher.
+
+    Attributes:
+        name: model name (registry name or path).
+        model: a fresh 32-bit model; the method may modify it in place.
+        train: training utterances (indexable).
+        dev: dev utterances for proxies, already cut to ``budget.dev_subset``.
+        eligible: module names that may be quantized (the layer selection); everything else
+            stays 32-bit.
+        teacher: cached 32-bit outputs on ``train`` for the KL term.
+        device: where training runs.
+    """
+
+    name: str
+    model: SpeechModel
+    train: Sequence[Utterance]
+    dev: Sequence[Utterance]
+    eligible: list[str]
+    teacher: TeacherSource
+    device: str = "cpu"
+
+
+@dataclass
+class StageTiming:
+    """One stage of compression: wall clock (device-synchronised), what it spent."""
+
+    name: str
+    seconds: float
+    device: str
+    steps: int = 0
+    trials: int = 0
+    evaluations: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class MethodResult:
+    """What every method returns.
+
+    Attributes:
+        model: the compressed model (fake-quantized, trained), ready to evaluate.
+        allocation: the per-layer bits (a ``mpqbench.quant.Allocation``).
+        stages: per-stage timings; compression time is their sum.
+        info: method-specific, JSON-serialisable extras (learned logits, sensitivities, ...).
+    """
+
+    model: SpeechModel
+    allocation: Any
+    stages: list[StageTiming]
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def compression_seconds(self) -> float:
+        return sum(s.seconds for s in self.stages)
+
+
+C = TypeVar("C")
+
+
+@dataclass(frozen=True)
+class MethodEntry(Generic[C]):
+    name: str
+    config_cls: type[C]
+    run: Callable[[Workload, Target, Budget, C], MethodResult]
+
+
+_METHODS: dict[str, MethodEntry[Any]] = {}
+
+
+def register_method(name: str, config_cls: type[C]):
+    """Decorator binding a method's config dataclass to its implementation under ``name``."""
+
+    def deco(fn: Callable[[Workload, Target, Budget, C], MethodResult]):
+        if name in _METHODS and _METHODS[name].run is not fn:
+            raise RuntimeError(f"method {name!r} registered twice")
+        _METHODS[name] = MethodEntry(name, config_cls, fn)
+        return fn
+
+    return deco
+
+
+def _load_all() -> None:
+    for module in METHOD_MODULES:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:  # a real missing dependency inside the module
+                raise
+
+
+def available_methods() -> list[str]:
+    """Registered method names, sorted."""
+    _load_all()
+    return sorted(_METHODS)
+
+
+def get_method(name: str) -> MethodEntry[Any]:
+    """Look a method up by name.
+
+    Raises:
+        ValueError: unknown name; the message lists the registered methods.
+    """
+    _load_all()
+    if name not in _METHODS:
+        raise ValueError(f"unknown method {name!r}; registered: {', '.join(sorted(_METHODS))}")
+    return _METHODS[name]
+
+
+def make_config(name: str, params: Mapping[str, Any] | None = None) -> Any:
+    """Build method ``name``'s config from a mapping, refusing unknown fields by name."""
+    entry = get_method(name)
+    params = dict(params or {})
+    known = {f.name for f in dataclasses.fields(entry.config_cls)}
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise ValueError(
+            f"method {name!r}: unknown config field(s) {unknown}; known: {sorted(known)}"
+        )
+    return entry.config_cls(**params)
+
+
+def run_method(
+    name: str, workload: Workload, target: Target, budget: Budget, config: Any = None
+) -> MethodResult:
+    """Run a registered method with its config (default config when None)."""
+    entry = get_method(name)
+    if config is None:
+        config = entry.config_cls()
+    if not isinstance(config, entry.config_cls):
+        raise ValueError(f"method {name!r} takes a {entry.config_cls.__name__} config")
+    return entry.run(workload, target, budget, config)
+
+
+__all__ = [
+    "METHOD_MODULES",
+    "Budget",
+    "MethodEntry",
+    "MethodResult",
+    "StageTiming",
+    "Target",
+    "TeacherSource",
+    "Workload",
+    "available_methods",
+    "get_method",
+    "make_config",
+    "register_method",
+    "run_method",
+]

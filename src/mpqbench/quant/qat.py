@@ -1,0 +1,228 @@
+"""The shared QAT training loop that every method uses for parameter estimation.
+
+Loss = task loss (CTC or teacher-forced cross-entropy, from the model adapter)
+     + eta * KL(teacher || student)  (cached 32-bit outputs, see :mod:`mpqbench.quant.teacher`)
+     + an optional method-supplied term (e.g. the one-stage bit-budget penalty).
+
+AdamW with linear warm-up then cosine decay to zero, gradient-norm clipping, a data order
+that is a pure function of (seed, step) so that a resumed run sees exactly the batches an
+uninterrupted one would, checkpoints every N steps (atomic, checksummed) with exact
+resume of model, optimizer, schedule and RNG state, a progress bar, and a
+device-synchronised wall-clock reading.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from mpqbench.bench.data.types import Utterance
+from mpqbench.bench.workloads.adapter import SpeechModel
+from mpqbench.errors import TrainingDiverged
+from mpqbench.quant.checkpoint import load_latest_checkpoint, save_checkpoint
+from mpqbench.timing import stage_timer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """Optimisation settings of the shared loop (the same for every method by default)."""
+
+    lr: float = field(default=2e-5, metadata={"help": "peak learning rate of model weights"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    warmup_frac: float = field(default=0.1, metadata={"help": "fraction of steps warming up"})
+    min_lr_frac: float = field(default=0.0, metadata={"help": "final lr as a fraction of peak"})
+    eta: float = field(default=1.0, metadata={"help": "weight of the KL-to-teacher term"})
+    grad_clip: float = field(default=1.0, metadata={"help": "max gradient norm (0: off)"})
+    checkpoint_every: int = field(default=0, metadata={"help": "steps between checkpoints"})
+
+    def __post_init__(self) -> None:
+        if not self.lr > 0:
+            raise ValueError(f"train.lr must be > 0, got {self.lr}")
+        if not 0.0 <= self.warmup_frac < 1.0:
+            raise ValueError(f"train.warmup_frac must be in [0, 1), got {self.warmup_frac}")
+        if not 0.0 <= self.min_lr_frac <= 1.0:
+            raise ValueError(f"train.min_lr_frac must be in [0, 1], got {self.min_lr_frac}")
+        if self.eta < 0 or self.weight_decay < 0 or self.grad_clip < 0:
+            raise ValueError("train.eta, weight_decay and grad_clip must be >= 0")
+        if self.checkpoint_every < 0:
+            raise ValueError(f"train.checkpoint_every must be >= 0, got {self.checkpoint_every}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class TrainResult:
+    """What a loop run did: steps run in this call, resumed-from step, losses, seconds."""
+
+    steps: int
+    resumed_from: int
+    seconds: float
+    history: list[dict[str, float]]
+
+
+def batch_indices(n: int, batch_size: int, step: int, seed: int) -> list[int]:
+    """Indices of the utterances of ``step``: a pure function of (n, batch_size, step, seed).
+
+    The stream is epoch after epoch of seeded permutations; step s takes items
+    ``[s * batch_size, (s + 1) * batch_size)`` of it.
+    """
+    out: list[int] = []
+    pos = step * batch_size
+    while len(out) < batch_size:
+        epoch, offset = divmod(pos, n)
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        perm = torch.randperm(n, generator=gen)
+        take = min(batch_size - len(out), n - offset)
+        out.extend(perm[offset : offset + take].tolist())
+        pos += take
+    return out
+
+
+def lr_factor(step: int, total: int, warmup_frac: float, min_lr_frac: float) -> float:
+    """Linear warm-up for ``warmup_frac * total`` steps, then cosine decay to min_lr_frac."""
+    warmup = round(warmup_frac * total)
+    if step < warmup:
+        return (step + 1) / warmup
+    span = max(total - warmup, 1)
+    progress = min((step - warmup) / span, 1.0)
+    return min_lr_frac + (1.0 - min_lr_frac) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def train(
+    model: SpeechModel,
+    data: Sequence[Utterance],
+    *,
+    steps: int,
+    batch_size: int,
+    seed: int,
+    config: TrainConfig,
+    teacher: Any = None,
+    extra_param_groups: Sequence[dict[str, Any]] = (),
+    extra_loss: Callable[[int], torch.Tensor | None] | None = None,
+    on_step: Callable[[int], None] | None = None,
+    checkpoint_dir: Path | None = None,
+    desc: str = "QAT",
+    progress: bool = True,
+) -> TrainResult:
+    """Train ``model`` in place for ``steps`` optimizer steps.
+
+    Args:
+        model: the (fake-quantized) student; every parameter with ``requires_grad`` is
+            trained with ``config.lr`` unless it is listed in ``extra_param_groups``.
+        data: training utterances.
+        steps: optimizer steps; ``0`` returns at once.
+        batch_size: utterances per step.
+        seed: seeds the data order (and the global torch RNG at the start of a fresh run).
+        config: optimisation settings.
+        teacher: a :class:`~mpqbench.quant.teacher.TeacherCache` covering ``data``; None (or
+            ``config.eta == 0``) disables the KL term.
+        extra_param_groups: AdamW groups with their own ``lr`` (e.g. architecture logits);
+            their learning rates follow the same schedule.
+        extra_loss: ``f(step) -> scalar`` added to the loss (e.g. a bit-budget penalty).
+        on_step: called with the step index before each step's forward (e.g. annealing).
+        checkpoint_dir: where to checkpoint every ``config.checkpoint_every`` steps and
+            whence to resume; None disables checkpointing.
+        desc: progress-bar label.
+        progress: show a progress bar.
+
+    Returns:
+        A :class:`TrainResult`.
+
+    Raises:
+        TrainingDiverged: the loss became NaN or infinite (nothing is written at that step).
+    """
+    if steps < 0 or batch_size < 1:
+        raise ValueError(f"steps must be >= 0 and batch_size >= 1, got {steps}, {batch_size}")
+    if len(data) == 0:
+        raise ValueError("training data is empty")
+    module = model.model
+    device = model.device
+    special = {id(p) for g in extra_param_groups for p in g["params"]}
+    weights = [p for p in module.parameters() if p.requires_grad and id(p) not in special]
+    groups = [{"params": weights, "lr": config.lr, "weight_decay": config.weight_decay}]
+    groups += [{"weight_decay": 0.0, **g, "params": list(g["params"])} for g in extra_param_groups]
+    optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+    peak = [g["lr"] for g in optimizer.param_groups]
+    all_params = [p for g in optimizer.param_groups for p in g["params"]]
+
+    start, history = 0, []
+    resumed = checkpoint_dir is not None and config.checkpoint_every > 0
+    state = load_latest_checkpoint(checkpoint_dir) if resumed and checkpoint_dir else None
+    if state is not None:
+        start, ckpt = state
+        module.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        torch.set_rng_state(ckpt["rng_cpu"])
+        if device.type == "cuda" and "rng_cuda" in ckpt:
+            torch.cuda.set_rng_state(ckpt["rng_cuda"], device)
+        history = list(ckpt["history"])
+        log.info("%s: resumed from checkpoint at step %d", desc, start)
+    else:
+        torch.manual_seed(seed)
+
+    use_kl = teacher is not None and config.eta > 0
+    module.train()
+    with stage_timer(device) as watch:
+        bar = tqdm(total=steps, initial=start, desc=desc, unit="step", disable=not progress)
+        for step in range(start, steps):
+            factor = lr_factor(step, steps, config.warmup_frac, config.min_lr_frac)
+            for g, base in zip(optimizer.param_groups, peak, strict=True):
+                g["lr"] = base * factor
+            if on_step is not None:
+                on_step(step)
+            idx = batch_indices(len(data), batch_size, step, seed)
+            batch = model.make_batch([data[i] for i in idx])
+            out = model.forward(batch)
+            loss = out.loss
+            parts = {"task": float(out.loss.detach())}
+            if use_kl:
+                kl = teacher.kl(batch, out.logits, out.mask)
+                loss = loss + config.eta * kl
+                parts["kl"] = float(kl.detach())
+            if extra_loss is not None:
+                extra = extra_loss(step)
+                if extra is not None:
+                    loss = loss + extra
+                    parts["extra"] = float(extra.detach())
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(
+                    f"{desc}: loss is {float(loss)} at step {step} ({parts}); lower the "
+                    "learning rate or check the data. Nothing was written for this step."
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(all_params, config.grad_clip)
+            optimizer.step()
+            parts["loss"] = float(loss.detach())
+            history.append(parts)
+            bar.update(1)
+            bar.set_postfix(loss=f"{parts['loss']:.3f}")
+            done = step + 1
+            if resumed and checkpoint_dir and done % config.checkpoint_every == 0 and done < steps:
+                ckpt = {
+                    "model": module.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "rng_cpu": torch.get_rng_state(),
+                    "history": history,
+                }
+                if device.type == "cuda":
+                    ckpt["rng_cuda"] = torch.cuda.get_rng_state(device)
+                save_checkpoint(checkpoint_dir, done, ckpt)
+        bar.close()
+    return TrainResult(steps=steps - start, resumed_from=start, seconds=watch.seconds,
+                       history=history)
+
+
+__all__ = ["TrainConfig", "TrainResult", "batch_indices", "lr_factor", "train"]
