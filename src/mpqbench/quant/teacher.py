@@ -52,7 +52,7 @@ class TeacherCache:
     def __contains__(self, utt_id: str) -> bool:
         return utt_id in self._entries
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: cached tensors later meet autograd in kl()
     def add_batch(self, batch: ModelBatch, logits: torch.Tensor, mask: torch.Tensor) -> None:
         """Store the teacher's outputs for one batch (logits ``(B, T, V)``, mask ``(B, T)``)."""
         logp = torch.log_softmax(logits.float(), dim=-1)
@@ -118,7 +118,7 @@ class TeacherCache:
         return h.hexdigest()[:16]
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def build_teacher_cache(
     model: SpeechModel,
     utterances: Sequence[Utterance],

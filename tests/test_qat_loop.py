@@ -1,0 +1,124 @@
+"""The shared QAT loop: data order, schedule, determinism, exact resume, divergence."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from mpqbench.bench.data.types import Utterance
+from mpqbench.bench.workloads.registry import load_model
+from mpqbench.errors import TrainingDiverged
+from mpqbench.quant.checkpoint import list_checkpoints, load_latest_checkpoint
+from mpqbench.quant.qat import TrainConfig, batch_indices, lr_factor, train
+from mpqbench.quant.teacher import build_teacher_cache
+
+WORDS = ["THE CAT SAT", "A DOG RAN HOME", "BIRDS SING", "WE WALK TO TOWN", "IT IS COLD",
+         "RAIN FELL ALL DAY"]
+
+
+def make_utterances(n: int = 6, seed: int = 0) -> list[Utterance]:
+    rng = np.random.default_rng(seed)
+    return [
+        Utterance(
+            id=f"1-1-{i:04d}",
+            audio=(0.1 * rng.standard_normal(4000 + 800 * i)).astype(np.float32),
+            text=WORDS[i % len(WORDS)],
+        )
+        for i in range(n)
+    ]
+
+
+def final_weights(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.model.state_dict().items()}
+
+
+def run(tmp_path=None, steps=4, eta=1.0, every=0, seed=3, on_step=None, lr=1e-3):
+    torch.manual_seed(0)
+    model = load_model("tiny-ctc")
+    data = make_utterances()
+    teacher = build_teacher_cache(model, data, batch_size=3, progress=False)
+    cfg = TrainConfig(lr=lr, eta=eta, checkpoint_every=every)
+    res = train(model, data, steps=steps, batch_size=2, seed=seed, config=cfg, teacher=teacher,
+                checkpoint_dir=tmp_path, on_step=on_step, progress=False)
+    return model, res
+
+
+def test_batch_indices_are_epochs_of_permutations():
+    n, bs = 7, 3
+    stream = [i for s in range(7) for i in batch_indices(n, bs, s, seed=5)]
+    for epoch in range(3):
+        assert sorted(stream[epoch * n : (epoch + 1) * n]) == list(range(n))
+    assert batch_indices(n, bs, 4, seed=5) == batch_indices(n, bs, 4, seed=5)
+    assert stream[:n] != [i for s in range(3) for i in batch_indices(n, bs, s, seed=6)][:n]
+
+
+def test_lr_schedule_warms_up_then_decays_to_floor():
+    total = 100
+    values = [lr_factor(s, total, 0.1, 0.05) for s in range(total)]
+    assert values[0] == pytest.approx(0.1)
+    assert values[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in itertools.pairwise(values[10:]))
+    assert values[-1] == pytest.approx(0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * 89 / 90)))
+
+
+def test_training_is_deterministic_and_changes_weights():
+    m1, r1 = run()
+    m2, _ = run()
+    fresh = load_model("tiny-ctc")
+    w1, w2 = final_weights(m1), final_weights(m2)
+    assert all(torch.equal(w1[k], w2[k]) for k in w1)
+    assert any(not torch.equal(w1[k], v) for k, v in fresh.model.state_dict().items())
+    assert r1.steps == 4 and len(r1.history) == 4
+    assert all(math.isfinite(h["loss"]) and h["kl"] >= 0 for h in r1.history)
+
+
+def test_resume_after_interruption_equals_uninterrupted(tmp_path):
+    reference, _ = run(steps=6)
+
+    def crash_at_5(step):
+        if step == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, steps=6, every=2, on_step=crash_at_5)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step-000002.pt", "step-000004.pt"]
+    resumed, res = run(tmp_path, steps=6, every=2)
+    assert res.resumed_from == 4 and res.steps == 2 and len(res.history) == 6
+    ref, got = final_weights(reference), final_weights(resumed)
+    assert all(torch.equal(ref[k], got[k]) for k in ref)
+
+
+def test_corrupt_checkpoint_falls_back_to_previous(tmp_path):
+    run(tmp_path, steps=5, every=2)
+    newest = list_checkpoints(tmp_path)[-1]
+    newest.write_bytes(newest.read_bytes()[:100])
+    step, _ = load_latest_checkpoint(tmp_path)
+    assert step == 2
+
+
+def test_nan_loss_stops_with_clear_error_and_writes_nothing(tmp_path):
+    def poison(step):
+        if step == 1:
+            with torch.no_grad():
+                next(iter(model_holder[0].model.parameters())).fill_(float("nan"))
+
+    model_holder = []
+    model = load_model("tiny-ctc")
+    model_holder.append(model)
+    data = make_utterances()
+    cfg = TrainConfig(lr=1e-3, eta=0.0, checkpoint_every=1)
+    with pytest.raises(TrainingDiverged, match="step 1"):
+        train(model, data, steps=4, batch_size=2, seed=0, config=cfg, on_step=poison,
+              checkpoint_dir=tmp_path, progress=False)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step-000001.pt"]
+
+
+def test_bad_config_is_refused():
+    with pytest.raises(ValueError, match="lr"):
+        TrainConfig(lr=0.0)
+    with pytest.raises(ValueError, match="warmup_frac"):
+        TrainConfig(warmup_frac=1.5)
