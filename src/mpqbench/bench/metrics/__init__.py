@@ -1,0 +1,23 @@
+"""Metrics: word error rate with per-utterance alignments."""
+
+from __future__ import annotations
+
+from mpqbench.bench.metrics.wer import (
+    UtteranceScore,
+    WerTotals,
+    corpus_totals,
+    corpus_wer,
+    normalize_text,
+    score_corpus,
+    score_utterance,
+)
+
+__all__ = [
+    "UtteranceScore",
+    "WerTotals",
+    "corpus_totals",
+    "corpus_wer",
+    "normalize_text",
+    "score_corpus",
+    "score_utterance",
+]
