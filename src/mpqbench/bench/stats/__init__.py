@@ -1,0 +1,18 @@
+"""Significance statistics: WER, NIST MAPSSWE, paired bootstrap, lossless compression ratio.
+
+Pure functions over per-utterance alignment op strings (``C/S/D/I``) or per-utterance
+``(errors, ref_words)`` counts; DESIGN.md section 6.
+"""
+
+from __future__ import annotations
+
+from mpqbench.bench.stats._ops import counts_from_ops
+from mpqbench.bench.stats.mapsswe import MapssweResult, Segment, mapsswe, mapsswe_segments
+
+__all__ = [
+    "MapssweResult",
+    "Segment",
+    "counts_from_ops",
+    "mapsswe",
+    "mapsswe_segments",
+]
