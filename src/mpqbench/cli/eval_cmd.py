@@ -1,0 +1,198 @@
+"""``mpqbench eval``: 32-bit (or any loaded model's) WER on one split, written as a JSON record.
+
+The record is written once, atomically, after the evaluation finishes: an interrupted run
+(Ctrl-C, a killed process) leaves no file behind, and an existing record is only replaced
+with ``--overwrite``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mpqbench._atomic import atomic_write_json
+from mpqbench.bench.data.embedded import EMBEDDED, embedded_manifest_sha256, open_split
+from mpqbench.bench.environment import device_info, git_revision, library_versions
+from mpqbench.bench.evaluate import EvalResult, evaluate
+from mpqbench.bench.workloads.registry import available_models, load_model
+
+#: Version of the eval record layout; bump when a field changes meaning.
+RECORD_SCHEMA = 1
+DEFAULT_OUT_DIR = Path("results") / "eval"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``eval`` subcommand."""
+    p = subparsers.add_parser(
+        "eval",
+        help="WER of a model on one split (greedy decoding), written as a JSON record",
+        description=(
+            "Transcribe one split with greedy decoding, score it with the Whisper English "
+            "normaliser, print a summary and write a JSON record with per-utterance counts."
+        ),
+    )
+    p.add_argument(
+        "--model", required=True,
+        help=f"registered model ({', '.join(available_models())}) or a local HF directory",
+    )
+    p.add_argument(
+        "--data", default=EMBEDDED,
+        help="'embedded' (the corpus shipped with mpqbench) or a LibriSpeech-layout directory "
+        "(the corpus root or the split directory itself); default: embedded",
+    )
+    p.add_argument("--split", required=True, help="split name, e.g. test-clean, test-other, real")
+    p.add_argument("--batch-size", type=_positive_int, default=16, help="clips per batch (16)")
+    p.add_argument(
+        "--limit", type=_positive_int, default=None,
+        help="evaluate a seeded random subset of N utterances (kept in id order)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the --limit subset (0)")
+    p.add_argument(
+        "--device", choices=("auto", "cpu", "cuda"), default="auto",
+        help="where to run; auto = cuda when available, else cpu",
+    )
+    p.add_argument(
+        "--max-new-tokens", type=_positive_int, default=None,
+        help="token cap per clip for Whisper decoding (default: 128); ignored by CTC models",
+    )
+    p.add_argument(
+        "--out", type=Path, default=None,
+        help=f"record path (default: {DEFAULT_OUT_DIR}/<model>__<data>__<split>.json)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing record")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Execute ``mpqbench eval``; returns the exit code."""
+    out = args.out
+    if out is None:
+        out = default_record_path(args.model, args.data, args.split)
+    if out.exists() and not args.overwrite:
+        raise ValueError(f"record {out} already exists; pass --overwrite to replace it")
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a directory; give a file path")
+    device = _resolve_device(args.device)
+
+    split = open_split(args.data, args.split)  # scan first: cheap, and fails fast
+    total_in_split = len(split)
+    if args.limit is not None:
+        split = split.subset(args.limit, seed=args.seed)
+    model = load_model(args.model, device=device)
+    result = evaluate(
+        model,
+        split,
+        batch_size=args.batch_size,
+        max_new_tokens=_token_cap(model.family, args.max_new_tokens),
+        progress=not args.no_progress,
+    )
+    record = build_record(
+        args=args, model_family=model.family, device=device, split_dir=str(split.directory),
+        total_in_split=total_in_split, result=result,
+    )
+    atomic_write_json(out, record)
+    _print_summary(args, result, out)
+    return 0
+
+
+def build_record(
+    *,
+    args: argparse.Namespace,
+    model_family: str,
+    device: str,
+    split_dir: str,
+    total_in_split: int,
+    result: EvalResult,
+) -> dict[str, Any]:
+    """The JSON record of one evaluation (config + environment + raw per-utterance counts)."""
+    embedded = args.data == EMBEDDED
+    data: dict[str, Any] = {
+        "source": EMBEDDED if embedded else str(Path(args.data).expanduser().resolve()),
+        "split": args.split,
+        "split_dir": split_dir,
+        "utterances_in_split": total_in_split,
+        "limit": args.limit,
+        "seed": args.seed if args.limit is not None else None,
+    }
+    if args.data == EMBEDDED:
+        data["manifest_sha256"] = embedded_manifest_sha256()
+    return {
+        "kind": "eval",
+        "schema": RECORD_SCHEMA,
+        "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "model": args.model,
+        "model_family": model_family,
+        "data": data,
+        "split": args.split,
+        "device": device_info(device),
+        "versions": library_versions(),
+        "git": git_revision(),
+        "decoding": {
+            "method": "greedy",
+            "batch_size": result.batch_size,
+            "max_new_tokens": result.max_new_tokens,
+            "normalizer": "openai-whisper-english",
+        },
+        "wer": result.wer,
+        "totals": result.totals.to_dict(),
+        "num_utterances": len(result.rows),
+        "num_capped": result.num_capped,
+        "timing": result.timing_dict(),
+        "utterances": [row.to_dict() for row in result.rows],
+    }
+
+
+def default_record_path(model: str, data: str, split: str) -> Path:
+    """``results/eval/<model>__<data>__<split>.json`` with path-unsafe characters replaced."""
+    data_label = EMBEDDED if data == EMBEDDED else Path(data).expanduser().resolve().name
+    parts = [_safe(model if model else "model"), _safe(data_label), _safe(split)]
+    return DEFAULT_OUT_DIR / ("__".join(parts) + ".json")
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text.strip("/")) or "_"
+
+
+def _token_cap(family: str, requested: int | None) -> int | None:
+    """The cap to record and use: the requested one, else Whisper's default; CTC has none."""
+    if requested is not None or family != "whisper":
+        return requested
+    from mpqbench.bench.workloads.whisper import DEFAULT_MAX_NEW_TOKENS
+
+    return DEFAULT_MAX_NEW_TOKENS
+
+
+def _resolve_device(choice: str) -> str:
+    if choice == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda requested but torch sees no CUDA device")
+    return choice
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _print_summary(args: argparse.Namespace, result: EvalResult, out: Path) -> None:
+    t = result.totals
+    print(
+        f"{args.model} on {args.data}/{args.split}: WER {100 * t.wer:.2f}% "
+        f"({t.errors} errors = S {t.s} + D {t.d} + I {t.i} over {t.n} words, "
+        f"{len(result.rows)} utterances)\n"
+        f"capped outputs: {result.num_capped}; time {result.wall_s:.1f} s "
+        f"({result.utterances_per_s:.2f} utt/s, RTF {result.real_time_factor:.3f})\n"
+        f"record: {out}"
+    )
+
+
+__all__ = ["build_record", "default_record_path", "register", "run"]
