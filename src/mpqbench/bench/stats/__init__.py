@@ -7,12 +7,17 @@ Pure functions over per-utterance alignment op strings (``C/S/D/I``) or per-utte
 from __future__ import annotations
 
 from mpqbench.bench.stats._ops import counts_from_ops
+from mpqbench.bench.stats.bootstrap import BootstrapResult, bootstrap_wer_diff
 from mpqbench.bench.stats.mapsswe import MapssweResult, Segment, mapsswe, mapsswe_segments
+from mpqbench.bench.stats.wer import wer_from_counts
 
 __all__ = [
+    "BootstrapResult",
     "MapssweResult",
     "Segment",
+    "bootstrap_wer_diff",
     "counts_from_ops",
     "mapsswe",
     "mapsswe_segments",
+    "wer_from_counts",
 ]
