@@ -22,8 +22,7 @@ def test_wer_matches_jiwer():
     hyps = ["the cat sat on mat", "hello there big world", "a x c d e"]
     # the scorer's op strings (the MAPSSWE input format) -> (errors, ref_words) rows
     rows = [
-        counts_from_ops(align_words(r.split(), h.split()))
-        for r, h in zip(refs, hyps, strict=True)
+        counts_from_ops(align_words(r.split(), h.split())) for r, h in zip(refs, hyps, strict=True)
     ]
     assert wer_from_counts(rows) == pytest.approx(jiwer.wer(refs, hyps))
 

@@ -8,6 +8,12 @@ from __future__ import annotations
 
 from mpqbench.bench.stats._ops import counts_from_ops
 from mpqbench.bench.stats.bootstrap import BootstrapResult, bootstrap_wer_diff
+from mpqbench.bench.stats.lossless import (
+    is_lossless,
+    lossless_compression_ratio,
+    lossless_compression_ratios,
+    significantly_worse,
+)
 from mpqbench.bench.stats.mapsswe import MapssweResult, Segment, mapsswe, mapsswe_segments
 from mpqbench.bench.stats.wer import wer_from_counts
 
@@ -17,7 +23,11 @@ __all__ = [
     "Segment",
     "bootstrap_wer_diff",
     "counts_from_ops",
+    "is_lossless",
+    "lossless_compression_ratio",
+    "lossless_compression_ratios",
     "mapsswe",
     "mapsswe_segments",
+    "significantly_worse",
     "wer_from_counts",
 ]
