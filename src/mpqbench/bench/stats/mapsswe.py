@@ -33,9 +33,10 @@ the reference words:
 
 Deviations from SCTK, all at edges where SCTK is undefined or table-bound:
 
-- p-value: exact two-sided normal tail ``erfc(|Z| / sqrt 2)``, where SCTK prints
-  ``1 - 2 (normprob(|Z|) - 0.5)`` with its tabulated ``normprob``; ``significant`` is
-  ``p < alpha`` where SCTK tests ``|Z| > 1.960``; for alpha = 0.05 the two disagree only for
+- p-value: exact two-sided normal tail ``erfc(|Z| / sqrt 2)``, where SCTK stores
+  ``1 - 2 (normprob(|Z|) - 0.5)`` with its own ``normprob`` approximation (whose source was
+  not checked); ``significant`` is ``p < alpha`` where SCTK tests ``|Z| > 1.960`` (its
+  two-tailed table has only 90-99 % rows); for alpha = 0.05 the two disagree only for
   1.95996 < |Z| <= 1.960.
 - No segments at all (neither system made an error): SCTK divides 0 by 0; here Z = 0,
   p = 1, not significant.
