@@ -247,6 +247,32 @@ def test_loss_matches_transformers_own_ctc_loss(tiny):
             torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
 
 
+def test_train_mode_forward_is_a_function_of_the_torch_seed(tiny):
+    """SpecAugment draws from NumPy's RNG; the adapter ties it to torch's seed."""
+    tiny.model.config.mask_time_prob = 0.3  # make masking certain on these short clips
+    tiny.model.config.mask_time_length = 2
+    batch = tiny.make_batch(_utterances())
+    tiny.model.train()
+    try:
+        runs = []
+        for np_seed in (1, 2):
+            np.random.seed(np_seed)
+            torch.manual_seed(0)
+            with torch.no_grad():
+                runs.append(tiny.forward(batch).logits)
+        np_state = np.random.get_state()
+        torch.manual_seed(1)
+        with torch.no_grad():
+            other = tiny.forward(batch).logits
+        assert np.random.get_state()[1].tolist() == np_state[1].tolist()  # restored
+    finally:
+        tiny.model.eval()
+        tiny.model.config.mask_time_prob = 0.05
+        tiny.model.config.mask_time_length = 10
+    torch.testing.assert_close(runs[0], runs[1], rtol=0, atol=0)
+    assert not torch.equal(runs[0], other)
+
+
 def test_make_batch_refuses_bad_clips(tiny):
     short = Utterance(id="s", audio=np.zeros(399, np.float32), text="A")
     with pytest.raises(ValueError, match=r"'s'.*receptive field"):

@@ -21,6 +21,11 @@ and losses never depend on batch composition; ``batching="padded"`` runs one zer
 forward per batch (faster, what Hugging Face pipelines do) at the price of outputs that
 change slightly with the other clips' lengths.
 
+Randomness. In train mode transformers applies dropout, layerdrop and SpecAugment
+(``mask_time_prob`` etc. from the checkpoint's config); SpecAugment masks come from NumPy's
+global RNG, which the adapter seeds from torch's RNG for each forward (and then restores),
+so a training run is a function of ``torch.manual_seed`` alone.
+
 WavLM. Hugging Face's WavLM attention passes ``q_proj.weight`` etc. straight into
 ``F.multi_head_attention_forward``, so a quantizer that swaps those ``nn.Linear`` modules
 would be bypassed. The adapter rebinds that method on every WavLM attention module to an
@@ -239,8 +244,7 @@ class CTCSpeechModel(SpeechModel):
         num_samples = inputs["num_samples"]
         lengths = self.output_lengths(num_samples)
         if self.padding_exact or self.batching == "padded":
-            out = self.model(input_values=values, attention_mask=inputs.get("attention_mask"))
-            return out.logits, lengths
+            return self._call_model(values, inputs.get("attention_mask")), lengths
         # Run clips of equal length together, unpadded, and reassemble in batch order.
         t_max = int(lengths.max())
         order: list[int] = []
@@ -249,12 +253,26 @@ class CTCSpeechModel(SpeechModel):
             idx = (num_samples == n).nonzero().flatten()
             clip = values[idx, :n]
             mask = inputs["attention_mask"][idx, :n] if "attention_mask" in inputs else None
-            logits = self.model(input_values=clip, attention_mask=mask).logits
+            logits = self._call_model(clip, mask)
             pieces.append(F.pad(logits, (0, 0, 0, t_max - logits.shape[1])))
             order.extend(idx.tolist())
         inverse = torch.empty(len(order), dtype=torch.long)
         inverse[torch.tensor(order)] = torch.arange(len(order))
         return torch.cat(pieces).index_select(0, inverse.to(values.device)), lengths
+
+    def _call_model(self, values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        if not self.model.training:
+            return self.model(input_values=values, attention_mask=mask).logits
+        # transformers draws SpecAugment masks (and adapter layerdrop) from NumPy's global
+        # RNG; derive it from torch's so training is reproducible under torch.manual_seed and
+        # resumable from a saved torch RNG state. NumPy's own state is restored afterwards.
+        seed = int(torch.randint(0, 2**31 - 1, ()))
+        state = np.random.get_state()
+        np.random.seed(seed)
+        try:
+            return self.model(input_values=values, attention_mask=mask).logits
+        finally:
+            np.random.set_state(state)
 
     def forward(self, batch: ModelBatch) -> ForwardOutput:
         """CTC loss (reduction :attr:`ctc_loss_reduction`, blank = ``config.pad_token_id``,
