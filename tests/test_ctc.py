@@ -101,6 +101,26 @@ def test_legacy_bin_checkpoint_with_weight_norm_g_v(tmp_path):
         torch.testing.assert_close(model._logits(inputs)[0], again._logits(inputs)[0])
 
 
+def test_hub_id_resolves_from_the_local_cache_only(tiny, tmp_path, monkeypatch):
+    """A hub id is looked up in the Hugging Face cache layout, never downloaded."""
+    from huggingface_hub import constants
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "models--someone--tiny-ctc"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    _save(tiny, repo / "snapshots" / commit)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cached = load_ctc("someone/tiny-ctc")
+    assert cached.name == "someone/tiny-ctc"
+    inputs = tiny._collate_audio(_audios()[:2])
+    with torch.no_grad():
+        torch.testing.assert_close(tiny._logits(inputs)[0], cached._logits(inputs)[0])
+    with pytest.raises(ValueError, match="'someone/other' is not available offline"):
+        load_ctc("someone/other")
+
+
 def test_offline_miss_says_how_to_supply_a_local_copy(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ValueError) as err:

@@ -150,6 +150,7 @@ class CTCSpeechModel(SpeechModel):
         self.padding_exact = self.uses_attention_mask and _padding_exact_modules(model)
         self.min_samples = _min_samples(model)
         _route_wavlm_attention_through_modules(model)
+        self._layer_groups = _find_layer_groups(model)
 
     # ------------------------------------------------------------------ text
     def reference_text(self, text: str) -> str:
@@ -331,7 +332,8 @@ class CTCSpeechModel(SpeechModel):
 
     # ----------------------------------------------------------------- layers
     def layer_groups(self) -> dict[str, list[str]]:
-        """Quantizable module names by group, found by inspecting the module tree.
+        """Quantizable module names by group, found by inspecting the module tree once at
+        load time (so the names stay valid after a quantizer swaps the modules).
 
         - ``blocks``: every ``nn.Linear`` under ``<base>.encoder.layers.*`` (attention
           q/k/v/out_proj, feed_forward intermediate_dense/output_dense; for WavLM also the
@@ -347,26 +349,7 @@ class CTCSpeechModel(SpeechModel):
           data2vec-audio has several plain Conv1d layers (``pos_conv_embed.layers.*.conv``).
         - ``head``: ``lm_head``.
         """
-        base = self.model.base_model_prefix
-        groups: dict[str, list[str]] = {
-            "blocks": [], "feature_encoder": [], "pos_conv": [], "head": []
-        }
-        for name, module in self.model.named_modules():
-            if name == "lm_head" and isinstance(module, nn.Linear):
-                groups["head"].append(name)
-            if not name.startswith(base + "."):
-                continue
-            rel = name[len(base) + 1 :]
-            if re.fullmatch(r"encoder\.layers\.\d+\..+", rel) and isinstance(module, nn.Linear):
-                groups["blocks"].append(name)
-            elif (
-                re.fullmatch(r"feature_extractor\.conv_layers\.\d+\.conv", rel)
-                and isinstance(module, nn.Conv1d)
-            ) or (rel == "feature_projection.projection" and isinstance(module, nn.Linear)):
-                groups["feature_encoder"].append(name)
-            elif rel.startswith("encoder.pos_conv_embed.") and isinstance(module, nn.Conv1d):
-                groups["pos_conv"].append(name)
-        return groups
+        return {group: list(names) for group, names in self._layer_groups.items()}
 
 
 # ---------------------------------------------------------------------- loading
@@ -485,6 +468,29 @@ def _load_dir(directory: Path, *, name: str, batching: Batching) -> CTCSpeechMod
 
 
 # -------------------------------------------------------------- model inspection
+def _find_layer_groups(model: nn.Module) -> dict[str, list[str]]:
+    base = model.base_model_prefix
+    groups: dict[str, list[str]] = {
+        "blocks": [], "feature_encoder": [], "pos_conv": [], "head": []
+    }
+    for name, module in model.named_modules():
+        if name == "lm_head" and isinstance(module, nn.Linear):
+            groups["head"].append(name)
+        if not name.startswith(base + "."):
+            continue
+        rel = name[len(base) + 1 :]
+        if re.fullmatch(r"encoder\.layers\.\d+\..+", rel) and isinstance(module, nn.Linear):
+            groups["blocks"].append(name)
+        elif (
+            re.fullmatch(r"feature_extractor\.conv_layers\.\d+\.conv", rel)
+            and isinstance(module, nn.Conv1d)
+        ) or (rel == "feature_projection.projection" and isinstance(module, nn.Linear)):
+            groups["feature_encoder"].append(name)
+        elif rel.startswith("encoder.pos_conv_embed.") and isinstance(module, nn.Conv1d):
+            groups["pos_conv"].append(name)
+    return groups
+
+
 def _padding_exact_modules(model: nn.Module) -> bool:
     base = getattr(model, model.base_model_prefix)
     if any(isinstance(m, nn.GroupNorm) for m in base.feature_extractor.modules()):
