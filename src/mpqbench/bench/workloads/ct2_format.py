@@ -223,14 +223,14 @@ def encode_ct2(
     parts = [struct.pack("<I", BINARY_VERSION), _string_bytes(spec), struct.pack("<I", revision)]
     parts.append(struct.pack("<I", len(variables)))
     for name, value in variables.items():
-        array = np.ascontiguousarray(value)
+        array = np.asarray(value)  # (ascontiguousarray would turn a scalar into shape (1,))
         if array.dtype not in _WRITE_IDS:
             raise ValueError(f"variable {name!r}: unsupported dtype {array.dtype}")
         parts.append(_string_bytes(name))
         parts.append(struct.pack("<B", array.ndim))
         parts.append(struct.pack("<" + "I" * array.ndim, *array.shape))
         parts.append(struct.pack("<B", _WRITE_IDS[array.dtype]))
-        data = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+        data = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes(order="C")
         parts.append(struct.pack("<I", len(data)))
         parts.append(data)
     aliases = aliases or {}

