@@ -238,7 +238,27 @@ def make_config(name: str, params: Mapping[str, Any] | None = None) -> Any:
         raise ValueError(
             f"method {name!r}: unknown config field(s) {unknown}; known: {sorted(known)}"
         )
+    defaults = {f.name: f for f in dataclasses.fields(entry.config_cls)}
+    for key, value in list(params.items()):
+        default = _field_default(defaults[key])
+        if isinstance(value, Mapping) and dataclasses.is_dataclass(default):
+            sub_known = {f.name for f in dataclasses.fields(default)}
+            bad = sorted(set(value) - sub_known)
+            if bad:
+                raise ValueError(
+                    f"method {name!r}: unknown field(s) {bad} in {key!r}; "
+                    f"known: {sorted(sub_known)}"
+                )
+            params[key] = dataclasses.replace(default, **value)
     return entry.config_cls(**params)
+
+
+def _field_default(f: dataclasses.Field[Any]) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
 
 
 def run_method(

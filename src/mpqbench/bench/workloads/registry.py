@@ -88,7 +88,9 @@ def load_model(name: str, *, device: str = "cpu") -> SpeechModel:
         if path.is_dir():
             loader = _resolve("mpqbench.bench.workloads.local:load_local_dir")
             return loader(str(path)).to(device)
-        listing = "\n".join(f"  {n:22s} {MODEL_REGISTRY[n].description}" for n in available_models())
+        listing = "\n".join(
+            f"  {n:22s} {MODEL_REGISTRY[n].description}" for n in available_models()
+        )
         raise ValueError(
             f"unknown model {name!r} (not registered and not a local directory). "
             f"Registered models:\n{listing}"

@@ -1,0 +1,82 @@
+"""Uniform-precision QAT: every eligible layer at one bit-width, trained by the shared loop."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from mpqbench.method import (
+    Budget,
+    MethodResult,
+    StageTiming,
+    Target,
+    Workload,
+    register_method,
+)
+from mpqbench.quant.accounting import layer_sizes
+from mpqbench.quant.allocation import Allocation
+from mpqbench.quant.formats import QuantSpec, check_bits
+from mpqbench.quant.layers import prepare_
+from mpqbench.quant.qat import TrainConfig, train
+from mpqbench.timing import device_label
+
+
+@dataclass(frozen=True, kw_only=True)
+class UniformConfig:
+    """Settings of the uniform baseline.
+
+    Attributes:
+        bits: the bit-width of every eligible layer; None takes the target's average bits
+            rounded to the nearest integer (the "nearest bits" uniform system).
+        quantizer: granularity / scale method / learnable scale (its ``bits`` is ignored).
+        train: settings of the shared QAT loop.
+    """
+
+    bits: int | None = field(default=None, metadata={"help": "bits everywhere (None: target)"})
+    quantizer: QuantSpec = field(default_factory=QuantSpec)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        if self.bits is not None:
+            check_bits(self.bits, what="uniform.bits")
+
+
+def uniform_bits(workload: Workload, target: Target, config: UniformConfig) -> int:
+    """The bit-width the uniform system uses for ``target``."""
+    if config.bits is not None:
+        return config.bits
+    sizes = layer_sizes(workload.model.model, workload.eligible)
+    n_total = sum(p.numel() for p in workload.model.model.parameters())
+    bits = round(target.avg_bits_for(n_total, sum(sizes.values())))
+    return check_bits(min(max(bits, 1), 8), what="uniform bits from the target")
+
+
+@register_method("uniform", UniformConfig)
+def run_uniform(
+    workload: Workload, target: Target, budget: Budget, config: UniformConfig
+) -> MethodResult:
+    """QAT at one bit-width on all eligible layers for ``budget.train_steps`` steps."""
+    bits = uniform_bits(workload, target, config)
+    allocation = Allocation(workload.name, dict.fromkeys(workload.eligible, bits))
+    prepare_(workload.model.model, allocation, dataclasses.replace(config.quantizer, bits=bits))
+    result = train(
+        workload.model,
+        workload.train,
+        steps=budget.train_steps,
+        batch_size=budget.batch_size,
+        seed=budget.seed,
+        config=config.train,
+        teacher=workload.teacher,
+        desc=f"uniform {bits}-bit QAT",
+    )
+    stage = StageTiming("qat", result.seconds, device_label(workload.device),
+                        steps=result.steps)
+    return MethodResult(
+        model=workload.model,
+        allocation=allocation,
+        stages=[stage],
+        info={"bits": bits, "final_loss": result.history[-1] if result.history else None},
+    )
+
+
+__all__ = ["UniformConfig", "run_uniform", "uniform_bits"]
