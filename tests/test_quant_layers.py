@@ -13,6 +13,7 @@ from mpqbench.quant.formats import QuantSpec
 from mpqbench.quant.layers import QuantConv1d, QuantLinear, fake_quant_modules, prepare_
 from mpqbench.quant.packed_layers import PackedConv1d, PackedLinear, convert_, packed_modules
 from mpqbench.quant.primitives import choose_scale, fake_quantize
+from quant_toys import STACK_LAYERS, stack, stack_input
 
 SPECS = {
     "max-channel": QuantSpec(),
@@ -21,67 +22,33 @@ SPECS = {
 }
 
 
-class Stack(nn.Module):
-    """Linear and Conv1d layers, one weight-normalised grouped conv, one tied pair."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv1d(4, 16, 3, padding=1)
-        self.reflect = nn.Conv1d(16, 16, 3, padding=1, padding_mode="reflect", bias=False)
-        self.pos = nn.utils.parametrizations.weight_norm(
-            nn.Conv1d(16, 16, 5, padding=2, groups=4), name="weight", dim=2
-        )
-        self.lin = nn.Linear(16, 32)
-        self.out = nn.Linear(32, 16, bias=False)
-        self.tied = nn.Linear(32, 16, bias=False)
-        self.tied.weight = self.out.weight
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = torch.relu(self.conv(x))
-        h = self.reflect(h) + self.pos(h)
-        h = torch.tanh(self.lin(h.transpose(1, 2)))
-        return self.out(h) + self.tied(h)
-
-
-ALL = ["conv", "reflect", "pos", "lin", "out"]
-
-
-def _model(seed: int = 0) -> Stack:
-    torch.manual_seed(seed)
-    return Stack()
-
-
-def _x() -> torch.Tensor:
-    return torch.randn(3, 4, 12, generator=torch.Generator().manual_seed(5))
-
-
 @pytest.mark.parametrize("bits", range(1, 9), ids=lambda b: f"int{b}")
 @pytest.mark.parametrize("spec", SPECS.values(), ids=list(SPECS))
 def test_convert_reproduces_fake_quant_exactly(bits, spec):
-    model = _model()
-    alloc = Allocation("stack", {n: bits for n in ALL})
+    model = stack()
+    alloc = Allocation("stack", {n: bits for n in STACK_LAYERS})
     prepare_(model, alloc, spec)
     # one training step so the weights and (LSQ) scales are no longer at their init
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
-    model(_x()).square().mean().backward()
+    model(stack_input()).square().mean().backward()
     opt.step()
     with torch.no_grad():
-        expected = model(_x())
+        expected = model(stack_input())
     convert_(model)
-    assert set(packed_modules(model)) == set(ALL)
+    assert set(packed_modules(model)) == set(STACK_LAYERS)
     assert not fake_quant_modules(model)
     with torch.no_grad():
-        assert torch.equal(model(_x()), expected)
+        assert torch.equal(model(stack_input()), expected)
     # uncached packed layers give the same result
     for m in packed_modules(model).values():
         m.cache = False
         m._refresh_cache()
     with torch.no_grad():
-        assert torch.equal(model(_x()), expected)
+        assert torch.equal(model(stack_input()), expected)
 
 
 def test_prepare_keeps_parameter_objects_and_optimizer_works():
-    model = _model()
+    model = stack()
     before = {n: p for n, p in model.named_parameters()}
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     prepare_(model, Allocation("stack", {"lin": 4, "pos": 3, "out": 2, "conv": None}))
@@ -94,7 +61,7 @@ def test_prepare_keeps_parameter_objects_and_optimizer_works():
     assert type(model.tied) is nn.Linear and model.tied.weight is model.out.weight
     assert dict(model.named_parameters()).keys() == before.keys()
     w0 = model.lin.weight.detach().clone()
-    model(_x()).square().mean().backward()
+    model(stack_input()).square().mean().backward()
     opt.step()
     assert not torch.equal(model.lin.weight, w0), "optimizer built before prepare_ must still work"
     assert model.lin.weight.grad is not None
@@ -111,7 +78,7 @@ def test_a_module_at_two_paths_is_swapped_at_both():
 
 
 def test_forward_is_fake_quantized_effective_weight():
-    model = _model()
+    model = stack()
     x = torch.randn(2, 16, 7)
     effective = model.pos.weight.detach().clone()
     prepare_(model, Allocation("stack", {"pos": 3}))
@@ -123,29 +90,29 @@ def test_forward_is_fake_quantized_effective_weight():
 
 
 def test_learnable_scale_is_a_parameter_that_learns():
-    model = _model()
+    model = stack()
     prepare_(model, Allocation("stack", {"lin": 3}), QuantSpec(learnable_scale=True))
     scale = model.lin.scale
     assert isinstance(scale, nn.Parameter) and scale.shape == (32, 1)
     assert torch.equal(scale, choose_scale(model.lin.weight, 3))
-    model(_x()).square().mean().backward()
+    model(stack_input()).square().mean().backward()
     assert scale.grad is not None and scale.grad.abs().sum() > 0
     assert "lin.scale" in model.state_dict()
 
 
 def test_device_and_dtype_preserved():
-    model = _model().double()
+    model = stack().double()
     prepare_(model, Allocation("stack", {"lin": 4}), QuantSpec(learnable_scale=True))
     assert model.lin.weight.dtype == torch.float64 and model.lin.scale.dtype == torch.float64
-    out = model(_x().double())
+    out = model(stack_input().double())
     assert out.dtype == torch.float64
     convert_(model)
     assert model.lin.scale.dtype == torch.float64 and model.lin.qweight.dtype == torch.uint8
-    assert torch.equal(model(_x().double()), out.detach())
+    assert torch.equal(model(stack_input().double()), out.detach())
 
 
 def test_packed_layer_interface():
-    model = _model()
+    model = stack()
     prepare_(model, Allocation("stack", {"lin": 3, "conv": 5}))
     convert_(model)
     lin, conv = model.lin, model.conv
@@ -163,7 +130,7 @@ def test_packed_layer_interface():
 
 
 def test_errors_name_the_module():
-    model = _model()
+    model = stack()
     with pytest.raises(ValueError, match="no module 'nope'"):
         prepare_(model, Allocation("stack", {"nope": 4}))
     seq = nn.Sequential(nn.ReLU(), nn.LayerNorm(3))
@@ -180,7 +147,7 @@ def test_errors_name_the_module():
 
 
 def test_prepare_on_a_copy_leaves_original_untouched():
-    model = _model()
+    model = stack()
     copy_ = copy.deepcopy(model)
     prepare_(copy_, Allocation("stack", {"lin": 4}))
     assert type(model.lin) is nn.Linear

@@ -1,0 +1,41 @@
+"""Small models for the quantization tests (not a test module)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class Stack(nn.Module):
+    """Linear and Conv1d layers, one weight-normalised grouped conv, one tied pair."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(4, 16, 3, padding=1)
+        self.reflect = nn.Conv1d(16, 16, 3, padding=1, padding_mode="reflect", bias=False)
+        self.pos = nn.utils.parametrizations.weight_norm(
+            nn.Conv1d(16, 16, 5, padding=2, groups=4), name="weight", dim=2
+        )
+        self.lin = nn.Linear(16, 32)
+        self.out = nn.Linear(32, 16, bias=False)
+        self.tied = nn.Linear(32, 16, bias=False)
+        self.tied.weight = self.out.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.conv(x))
+        h = self.reflect(h) + self.pos(h)
+        h = torch.tanh(self.lin(h.transpose(1, 2)))
+        return self.out(h) + self.tied(h)
+
+
+#: Every quantizable layer of :class:`Stack` (``tied`` shares ``out``'s weight).
+STACK_LAYERS = ["conv", "reflect", "pos", "lin", "out"]
+
+
+def stack(seed: int = 0) -> Stack:
+    torch.manual_seed(seed)
+    return Stack()
+
+
+def stack_input() -> torch.Tensor:
+    return torch.randn(3, 4, 12, generator=torch.Generator().manual_seed(5))
