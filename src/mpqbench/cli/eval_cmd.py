@@ -93,8 +93,8 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     record = build_record(
-        args=args, model_family=model.family, device=device, split_dir=str(split.directory),
-        total_in_split=total_in_split, result=result,
+        args=args, model_family=model.family, device=device,
+        split_dir=str(split.directory.resolve()), total_in_split=total_in_split, result=result,
     )
     atomic_write_json(out, record)
     _print_summary(args, result, out)

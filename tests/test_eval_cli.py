@@ -1,0 +1,160 @@
+"""``evaluate`` and ``mpqbench eval`` end to end with the tiny random models."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from librispeech_tree import make_corpus
+from mpqbench.bench.data import LibriSpeechSplit
+from mpqbench.bench.evaluate import evaluate
+from mpqbench.bench.metrics.wer import UtteranceScore, normalize_text
+from mpqbench.bench.workloads.registry import load_model
+from mpqbench.cli import main
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus")
+    make_corpus(root, "test-clean")
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_models():
+    return {name: load_model(name) for name in ("tiny-ctc", "tiny-whisper")}
+
+
+def _eval(corpus, out, *extra, model="tiny-ctc"):
+    return main(
+        ["eval", "--model", model, "--data", str(corpus), "--split", "test-clean",
+         "--device", "cpu", "--no-progress", "--out", str(out), *extra]
+    )
+
+
+@pytest.mark.parametrize("name", ["tiny-ctc", "tiny-whisper"])
+def test_batched_rows_match_one_at_a_time_and_keep_split_order(corpus, tiny_models, name):
+    model = tiny_models[name]
+    split = LibriSpeechSplit(corpus, "test-clean")
+    model.model.train()
+    batched = evaluate(model, split, batch_size=4, max_new_tokens=8, progress=False)
+    assert model.model.training, "evaluate restores the previous mode"
+    model.model.eval()
+    single = evaluate(model, split, batch_size=1, max_new_tokens=8, progress=False)
+    assert [r.score.id for r in batched.rows] == split.ids
+    assert [r.score.ref for r in batched.rows] == [normalize_text(e.text) for e in split.entries]
+    assert [r.score.hyp for r in batched.rows] == [r.score.hyp for r in single.rows]
+    assert any(r.score.hyp for r in batched.rows), "a comparison of empty outputs proves little"
+    assert batched.totals == single.totals
+    assert batched.num_capped == sum(r.capped for r in batched.rows)
+    assert batched.audio_s == pytest.approx(sum(len(u.audio) for u in split) / 16000)
+
+
+def test_token_cap_is_counted(corpus, tiny_models):
+    split = LibriSpeechSplit(corpus, "test-clean")
+    result = evaluate(tiny_models["tiny-whisper"], split, max_new_tokens=1, progress=False)
+    # A random-init decoder does not emit end-of-text as its first token on every clip.
+    assert result.num_capped == sum(r.capped for r in result.rows) > 0
+
+
+@pytest.mark.parametrize(
+    ("model", "family", "cap_args", "cap"),
+    [("tiny-ctc", "ctc", (), None), ("tiny-whisper", "whisper", ("--max-new-tokens", "6"), 6)],
+)
+def test_eval_writes_a_complete_record(corpus, tmp_path, capsys, model, family, cap_args, cap):
+    out = tmp_path / "rec" / "r.json"
+    assert _eval(corpus, out, "--batch-size", "4", *cap_args, model=model) == 0
+    summary = capsys.readouterr().out
+    assert "WER" in summary and str(out) in summary
+    record = json.loads(out.read_text())
+    assert record["model"] == model and record["model_family"] == family
+    assert record["split"] == "test-clean"
+    assert record["data"]["source"] == str(corpus.resolve())
+    assert record["device"]["type"] == "cpu" and record["device"]["name"]
+    assert {"torch", "transformers", "mpqbench"} <= set(record["versions"])
+    assert record["decoding"] == {
+        "method": "greedy", "batch_size": 4, "max_new_tokens": cap,
+        "normalizer": "openai-whisper-english",
+    }
+    rows = record["utterances"]
+    assert [r["id"] for r in rows] == LibriSpeechSplit(corpus, "test-clean").ids
+    for row in rows:
+        UtteranceScore.from_dict(row)  # counts agree with the alignment string
+        assert isinstance(row["capped"], bool)
+    totals = record["totals"]
+    for key in "nsdi":
+        assert totals[key] == sum(r[key] for r in rows)
+    assert record["wer"] == pytest.approx((totals["s"] + totals["d"] + totals["i"]) / totals["n"])
+    assert record["num_capped"] == sum(r["capped"] for r in rows)
+    assert record["timing"]["wall_s"] > 0 and record["timing"]["utterances_per_s"] > 0
+    assert list(out.parent.iterdir()) == [out]  # no temporary file left beside it
+
+
+def test_limit_and_default_path(corpus, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = ["eval", "--model", "tiny-whisper", "--data", str(corpus), "--split", "test-clean",
+            "--limit", "2", "--no-progress"]
+    assert main(argv) == 0
+    out = tmp_path / "results" / "eval" / f"tiny-whisper__{corpus.name}__test-clean.json"
+    record = json.loads(out.read_text())
+    assert record["num_utterances"] == 2 and record["data"]["limit"] == 2
+    assert record["data"]["utterances_in_split"] == 6
+    assert record["decoding"]["max_new_tokens"] == 128  # Whisper's default cap, recorded
+
+
+def test_existing_record_is_kept_without_overwrite(corpus, tmp_path, capsys):
+    out = tmp_path / "r.json"
+    out.write_text("precious\n")
+    assert _eval(corpus, out) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert out.read_text() == "precious\n"
+    assert _eval(corpus, out, "--overwrite", "--limit", "1") == 0
+    assert json.loads(out.read_text())["num_utterances"] == 1
+
+
+def test_interrupted_run_leaves_no_record(corpus, tmp_path, monkeypatch, capsys):
+    from mpqbench.bench.workloads.ctc import CTCSpeechModel
+
+    real_transcribe = CTCSpeechModel.transcribe
+    calls = []
+
+    def interrupt_on_second_batch(self, audios, **kwargs):
+        calls.append(len(audios))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_transcribe(self, audios, **kwargs)
+
+    monkeypatch.setattr(CTCSpeechModel, "transcribe", interrupt_on_second_batch)
+    out_dir = tmp_path / "records"
+    assert _eval(corpus, out_dir / "r.json", "--batch-size", "2") == 130
+    assert calls == [2, 2]
+    assert "interrupted" in capsys.readouterr().err
+    assert not out_dir.exists() or list(out_dir.iterdir()) == []
+
+
+def test_unknown_model_lists_the_registry(corpus, tmp_path, capsys):
+    code = main(["eval", "--model", "no-such-model", "--data", str(corpus),
+                 "--split", "test-clean", "--out", str(tmp_path / "r.json")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "unknown model 'no-such-model'" in err and "whisper-tiny.en" in err
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_missing_split_lists_splits(corpus, tmp_path, capsys):
+    code = main(["eval", "--model", "tiny-ctc", "--data", str(corpus), "--split", "dev",
+                 "--out", str(tmp_path / "r.json")])
+    assert code == 2
+    assert "splits there: test-clean" in capsys.readouterr().err
+
+
+def test_reference_empty_after_normalisation_is_refused_before_decoding(tmp_path, capsys):
+    make_corpus(tmp_path, "test-clean")
+    trans = tmp_path / "test-clean/19/198/19-198.trans.txt"
+    trans.write_text("19-198-0000 HELLO WORLD\n19-198-0001 UM UH\n")
+    code = main(["eval", "--model", "tiny-ctc", "--data", str(tmp_path), "--split", "test-clean",
+                 "--out", str(tmp_path / "r.json"), "--no-progress"])
+    assert code == 2
+    assert "'19-198-0001'" in capsys.readouterr().err
+    assert not (tmp_path / "r.json").exists()
