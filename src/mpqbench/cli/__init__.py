@@ -13,7 +13,7 @@ from mpqbench.errors import MpqbenchError
 
 #: Subcommand modules; each defines ``register(subparsers)`` which adds its parser and sets
 #: ``func`` (called with the parsed namespace, returns an exit code).
-COMMAND_MODULES = ("mpqbench.cli.eval_cmd",)
+COMMAND_MODULES = ("mpqbench.cli.eval_cmd", "mpqbench.cli.quantize_cmd")
 
 
 def build_parser() -> argparse.ArgumentParser:

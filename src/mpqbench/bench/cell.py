@@ -1,0 +1,240 @@
+"""One benchmark cell: (model, data, method, target, budget) -> one JSON-ready record.
+
+The cell loads the workload, builds the 32-bit teacher cache (timed as its own stage,
+outside the method's compression time, because every method shares it), runs the method
+through the registry, evaluates every requested split, tests significance against the
+32-bit reference (NIST MAPSSWE + paired bootstrap), and accounts bits and compression.
+The harness and ``mpqbench quantize`` both call :func:`run_cell`; neither knows a
+method's internals.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from mpqbench.bench.data.embedded import EMBEDDED, embedded_manifest_sha256, open_split
+from mpqbench.bench.environment import device_info, git_revision, library_versions
+from mpqbench.bench.evaluate import EvalResult, evaluate
+from mpqbench.bench.stats import bootstrap_wer_diff, counts_from_ops, mapsswe
+from mpqbench.bench.workloads.registry import load_model
+from mpqbench.method import Budget, Target, Workload, get_method, make_config
+from mpqbench.quant.accounting import account
+from mpqbench.quant.allocation import Allocation, build_allocation
+from mpqbench.quant.teacher import DEFAULT_TOP_K, TeacherCache, build_teacher_cache
+from mpqbench.timing import device_label, stage_timer
+
+log = logging.getLogger(__name__)
+
+#: Version of the cell record layout; bump when a field changes meaning.
+CELL_RECORD_SCHEMA = 1
+#: The method name of the uncompressed reference system.
+FP32 = "fp32"
+
+
+@dataclass(frozen=True, kw_only=True)
+class CellSpec:
+    """Everything that defines a cell's result (its hash keys resume and comparison).
+
+    Attributes:
+        model: registry name or local checkpoint directory.
+        data: "embedded" or a LibriSpeech-layout root.
+        method: registered method name, or "fp32" for the uncompressed reference.
+        params: the method's config fields (nested mappings for nested configs).
+        target: compression target (None for fp32).
+        budget: the shared budget.
+        eval_splits: splits to evaluate.
+        train_split, dev_split: where training data and proxy data come from.
+        groups: layer groups eligible for quantization; rules: ``"PATTERN=BITS"`` overrides
+            (``BITS`` may be ``none`` to keep a layer 32-bit).
+        eval_batch_size, max_new_tokens: decoding settings.
+        teacher_top_k: top-k of the cached teacher distribution.
+    """
+
+    model: str
+    data: str = EMBEDDED
+    method: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    target: Target | None = None
+    budget: Budget
+    eval_splits: tuple[str, ...] = ("test-clean", "test-other")
+    train_split: str = "train"
+    dev_split: str = "dev"
+    groups: tuple[str, ...] = ("blocks",)
+    rules: tuple[str, ...] = ()
+    eval_batch_size: int = 16
+    max_new_tokens: int | None = None
+    teacher_top_k: int = DEFAULT_TOP_K
+
+    def __post_init__(self) -> None:
+        if self.method != FP32 and self.target is None:
+            raise ValueError(f"cell: method {self.method!r} needs a target")
+        if not self.eval_splits:
+            raise ValueError("cell: eval_splits is empty")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["target"] = self.target.to_dict() if self.target else None
+        out["budget"] = self.budget.to_dict()
+        out["params"] = json.loads(json.dumps(dict(self.params), sort_keys=True, default=str))
+        return out
+
+    def config_hash(self) -> str:
+        """sha256 (first 16 hex digits) of the canonical JSON of :meth:`to_dict`."""
+        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def reference(self) -> CellSpec:
+        """The fp32 cell this cell is compared with (same model, data, splits, decoding)."""
+        return dataclasses.replace(self, method=FP32, params={}, target=None)
+
+
+def split_record(result: EvalResult) -> dict[str, Any]:
+    """A split's evaluation as stored in records (raw per-utterance rows kept)."""
+    return {
+        "wer": result.wer,
+        "totals": result.totals.to_dict(),
+        "num_utterances": len(result.rows),
+        "num_capped": result.num_capped,
+        "timing": result.timing_dict(),
+        "utterances": [r.to_dict() for r in result.rows],
+    }
+
+
+def significance(reference: Mapping[str, Any], system: Mapping[str, Any]) -> dict[str, Any]:
+    """MAPSSWE and bootstrap of ``system`` (B) against ``reference`` (A) on one split."""
+    ops_a = {u["id"]: u["ops"] for u in reference["utterances"]}
+    ops_b = {u["id"]: u["ops"] for u in system["utterances"]}
+    test = mapsswe(ops_a, ops_b)
+    boot = bootstrap_wer_diff(
+        {k: counts_from_ops(v) for k, v in ops_a.items()},
+        {k: counts_from_ops(v) for k, v in ops_b.items()},
+    )
+    return {
+        "mapsswe": test.to_dict(),
+        "bootstrap": dataclasses.asdict(boot),
+        "significantly_worse": bool(test.significant and test.better == "a"),
+    }
+
+
+def run_cell(
+    spec: CellSpec,
+    *,
+    reference: Mapping[str, Any] | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+    teacher_cache: dict[tuple[Any, ...], TeacherCache] | None = None,
+) -> dict[str, Any]:
+    """Run one cell and return its record.
+
+    Args:
+        spec: the cell.
+        reference: the fp32 cell's record (needed for significance unless spec is fp32).
+        device: "cpu" or "cuda".
+        progress: progress bars.
+        teacher_cache: an in-process memo of teacher caches shared between cells.
+
+    Raises:
+        ValueError: bad configuration (unknown method/field, split, ...) before any training.
+    """
+    config = None if spec.method == FP32 else make_config(spec.method, spec.params)
+    splits = {name: open_split(spec.data, name) for name in spec.eval_splits}
+    model = load_model(spec.model, device=device)
+    layer_groups = model.layer_groups()
+    eligible = build_allocation(model.name, layer_groups, 8, groups=spec.groups, rules=spec.rules)
+    teacher_stage = None
+    if spec.method == FP32:
+        allocation = Allocation(model.name, dict.fromkeys(eligible.layers))
+        stages: list[dict[str, Any]] = []
+        info: dict[str, Any] = {}
+    else:
+        assert spec.target is not None
+        train = open_split(spec.data, spec.train_split)
+        dev = open_split(spec.data, spec.dev_split)
+        dev = dev.subset(min(spec.budget.dev_subset, len(dev)), seed=spec.budget.seed)
+        key = (spec.model, spec.data, spec.train_split, spec.teacher_top_k, device)
+        memo = teacher_cache if teacher_cache is not None else {}
+        with stage_timer(device) as watch:
+            if key not in memo:
+                memo[key] = build_teacher_cache(
+                    model, train, batch_size=spec.budget.batch_size, top_k=spec.teacher_top_k,
+                    progress=progress,
+                )
+        teacher_stage = {"name": "teacher", "seconds": watch.seconds,
+                         "device": device_label(device)}
+        workload = Workload(
+            name=model.name, model=model, train=train, dev=dev,
+            eligible=list(eligible.quantized), teacher=memo[key], device=device,
+        )
+        result = get_method(spec.method).run(workload, spec.target, spec.budget, config)
+        model, allocation = result.model, result.allocation
+        stages = [s.to_dict() for s in result.stages]
+        info = result.info
+
+    accounting = account(model.model, allocation)
+    evaluations = {}
+    for name, split in splits.items():
+        res = evaluate(model, split, batch_size=spec.eval_batch_size,
+                       max_new_tokens=spec.max_new_tokens, progress=progress)
+        evaluations[name] = split_record(res)
+    record: dict[str, Any] = {
+        "schema": CELL_RECORD_SCHEMA,
+        "kind": "cell",
+        "config": spec.to_dict(),
+        "config_hash": spec.config_hash(),
+        "method_config": dataclasses.asdict(config) if config is not None else None,
+        "data_manifest_sha256": embedded_manifest_sha256() if spec.data == EMBEDDED else None,
+        "allocation": allocation.to_dict(),
+        "accounting": accounting.to_dict(),
+        "avg_bits": accounting.avg_bits.value,
+        "compression_ratio": {"value": accounting.cr_paper.value, "rule": "cr_paper"},
+        "stages": stages,
+        "compression_seconds": sum(s["seconds"] for s in stages),
+        "shared_stages": [teacher_stage] if teacher_stage else [],
+        "info": info,
+        "splits": evaluations,
+        "environment": {
+            "device": device_info(device),
+            "libraries": library_versions(),
+            "git": git_revision(),
+        },
+    }
+    if spec.method != FP32:
+        if reference is None:
+            raise ValueError("run_cell: a compressed cell needs the fp32 reference record")
+        record["significance"] = {
+            name: significance(reference["splits"][name], evaluations[name]) for name in splits
+        }
+        record["lossless"] = not any(
+            s["significantly_worse"] for s in record["significance"].values()
+        )
+    else:
+        record["lossless"] = True
+    return record
+
+
+def summary_line(record: Mapping[str, Any]) -> str:
+    """One line: method, bits, CR, WER per split, lossless."""
+    cfg = record["config"]
+    wers = ", ".join(f"{k} {100 * v['wer']:.2f}%" for k, v in record["splits"].items())
+    cr = record["compression_ratio"]["value"]
+    return (
+        f"{cfg['method']}: avg {record['avg_bits']:.2f} bits, CR {cr:.2f}x, {wers}, "
+        f"lossless={record['lossless']}, compression {record['compression_seconds']:.1f} s"
+    )
+
+
+__all__ = [
+    "CELL_RECORD_SCHEMA",
+    "FP32",
+    "CellSpec",
+    "run_cell",
+    "significance",
+    "split_record",
+    "summary_line",
+]

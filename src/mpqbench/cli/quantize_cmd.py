@@ -1,0 +1,150 @@
+"""``mpqbench quantize``: run one method on one workload and write one cell record.
+
+The 32-bit reference the significance test needs is itself a cell (method ``fp32``): it is
+read from ``--reference`` when given, otherwise from the record beside ``--out`` named
+``<model>__fp32.json`` (evaluated and written there first if missing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from mpqbench._atomic import atomic_write_json
+from mpqbench.bench.cell import FP32, CellSpec, run_cell, summary_line
+from mpqbench.bench.data.embedded import EMBEDDED
+from mpqbench.method import Budget, Target, available_methods, make_config
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``quantize`` subcommand."""
+    p = subparsers.add_parser(
+        "quantize",
+        help="run one compression method on one model and write a JSON cell record",
+        description="Compress a model with one method under a target and budget, evaluate it, "
+        "test significance against the 32-bit model, and write a record.",
+    )
+    p.add_argument("--model", default="whisper-tiny.en", help="model name or local directory")
+    p.add_argument("--data", default=EMBEDDED, help="'embedded' or a LibriSpeech-layout root")
+    p.add_argument("--method", required=True,
+                   help=f"one of: {FP32}, {', '.join(available_methods())}")
+    target = p.add_mutually_exclusive_group()
+    target.add_argument("--avg-bits", type=float, help="target average bits (e.g. 4)")
+    target.add_argument("--cr", type=float, help="target compression ratio (paper's rule)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="method config field (TOML value; dotted keys for nested, e.g. "
+                   "train.lr=1e-4); repeatable")
+    p.add_argument("--train-steps", type=int, default=50, help="QAT steps (50)")
+    p.add_argument("--batch-size", type=int, default=8, help="utterances per step (8)")
+    p.add_argument("--search-budget", type=int, default=0, help="search steps/trials (0)")
+    p.add_argument("--dev-subset", type=int, default=32, help="dev utterances for proxies (32)")
+    p.add_argument("--seed", type=int, default=0, help="seed (0)")
+    p.add_argument("--eval-splits", default="test-clean,test-other",
+                   help="comma-separated splits to evaluate (test-clean,test-other)")
+    p.add_argument("--groups", default="blocks",
+                   help="comma-separated layer groups to quantize (blocks)")
+    p.add_argument("--rule", action="append", default=[], metavar="PATTERN=BITS",
+                   help="per-layer override, e.g. '*.fc2=8' or 'proj_out=none'; repeatable")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--reference", type=Path, default=None, help="the fp32 cell record")
+    p.add_argument("--out", type=Path, required=True, help="record path (JSON)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing record")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(func=run)
+
+
+def parse_sets(items: list[str]) -> dict[str, Any]:
+    """``["a=1", "train.lr=1e-4"]`` -> ``{"a": 1, "train": {"lr": 0.0001}}`` (TOML values).
+
+    Raises:
+        ValueError: an item without ``=`` or with a value TOML cannot read.
+    """
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE")
+        try:
+            value = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text  # bare strings need no quotes
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    """Execute ``mpqbench quantize``."""
+    if args.out.exists() and not args.overwrite:
+        raise ValueError(f"record {args.out} already exists; pass --overwrite to replace it")
+    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
+    device = "cpu" if device == "auto" else device
+    if args.method != FP32 and args.avg_bits is None and args.cr is None:
+        raise ValueError("give a target: --avg-bits B or --cr R")
+    target = None
+    if args.method != FP32:
+        target = Target(avg_bits=args.avg_bits, compression_ratio=args.cr)
+    spec = CellSpec(
+        model=args.model, data=args.data, method=args.method, params=parse_sets(args.set),
+        target=target,
+        budget=Budget(train_steps=args.train_steps, batch_size=args.batch_size,
+                      search_budget=args.search_budget, dev_subset=args.dev_subset,
+                      seed=args.seed),
+        eval_splits=tuple(s for s in args.eval_splits.split(",") if s),
+        groups=tuple(g for g in args.groups.split(",") if g),
+        rules=tuple(args.rule),
+    )
+    reference = None
+    if args.method != FP32:
+        make_config(spec.method, spec.params)  # refuse a bad config before any model loads
+        ref_path = args.reference or args.out.with_name(f"{_safe(args.model)}__fp32.json")
+        reference = _load_or_make_reference(spec, ref_path, device, not args.no_progress)
+    record = run_cell(spec, reference=reference, device=device, progress=not args.no_progress)
+    atomic_write_json(args.out, record)
+    print(summary_line(record))
+    print(f"record: {args.out}")
+    return 0
+
+
+def _load_or_make_reference(spec: CellSpec, path: Path, device: str, progress: bool) -> dict:
+    ref_spec = spec.reference()
+    if path.exists():
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise ValueError(f"reference record {path}: not valid JSON ({exc})") from exc
+        missing = [s for s in spec.eval_splits if s not in record.get("splits", {})]
+        if record.get("config_hash") != ref_spec.config_hash() or missing:
+            raise ValueError(
+                f"reference record {path} was made for other settings (config hash "
+                f"{record.get('config_hash')} vs {ref_spec.config_hash()}); remove it or pass "
+                "--reference with a matching fp32 record"
+            )
+        return record
+    log.info("no fp32 reference at %s: evaluating the 32-bit model first", path)
+    record = run_cell(ref_spec, device=device, progress=progress)
+    atomic_write_json(path, record)
+    return record
+
+
+def _safe(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-._" else "_" for c in text)
+
+
+__all__ = ["parse_sets", "register", "run"]

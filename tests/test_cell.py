@@ -1,0 +1,67 @@
+"""One benchmark cell end to end on tiny models and a synthetic LibriSpeech tree."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from librispeech_tree import make_chapter
+from mpqbench.bench.cell import CellSpec, run_cell
+from mpqbench.cli import main
+from mpqbench.method import Budget, Target
+
+TEXTS = ["THE CAT SAT", "A DOG RAN HOME", "BIRDS SING IN TREES", "WE WALK TO TOWN"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus")
+    for split, speaker in (("train", "1"), ("dev", "2"), ("test-clean", "3")):
+        make_chapter(root / split, speaker, "10", TEXTS, seconds=0.6)
+    return root
+
+
+@pytest.mark.parametrize("model", ["tiny-ctc", "tiny-whisper"])
+def test_uniform_cell_record(corpus, model):
+    budget = Budget(train_steps=2, batch_size=2, dev_subset=2, seed=0)
+    base = CellSpec(model=model, data=str(corpus), method="uniform", target=Target(avg_bits=8),
+                    budget=budget, eval_splits=("test-clean",), max_new_tokens=8)
+    reference = run_cell(base.reference(), progress=False)
+    assert reference["avg_bits"] == 32.0 and reference["compression_ratio"]["value"] == 1.0
+    record = run_cell(base, reference=reference, progress=False)
+    json.dumps(record, allow_nan=False)  # records must be strict JSON
+    bits = set(record["allocation"]["layers"].values())
+    assert bits == {8}
+    assert record["avg_bits"] == 8.0 and record["compression_ratio"]["value"] > 1.0
+    assert [s["name"] for s in record["stages"]] == ["qat"]
+    assert record["stages"][0]["steps"] == 2
+    assert record["shared_stages"][0]["name"] == "teacher"
+    sig = record["significance"]["test-clean"]
+    assert set(sig) == {"mapsswe", "bootstrap", "significantly_worse"}
+    assert len(record["splits"]["test-clean"]["utterances"]) == len(TEXTS)
+    assert record["config_hash"] == base.config_hash() != base.reference().config_hash()
+
+
+def test_quantize_cli_writes_reference_then_record(corpus, tmp_path, capsys):
+    out = tmp_path / "uniform.json"
+    argv = ["quantize", "--model", "tiny-ctc", "--data", str(corpus), "--method", "uniform",
+            "--avg-bits", "4", "--train-steps", "1", "--batch-size", "2",
+            "--eval-splits", "test-clean", "--out", str(out), "--no-progress",
+            "--set", "train.lr=1e-4"]
+    assert main(argv) == 0
+    assert (tmp_path / "tiny-ctc__fp32.json").exists()
+    record = json.loads(out.read_text())
+    assert record["method_config"]["train"]["lr"] == 1e-4
+    assert set(record["allocation"]["layers"].values()) == {4}
+    assert main(argv) == 2  # refuses to overwrite
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_bad_method_field_is_refused_before_loading(corpus, tmp_path, capsys):
+    argv = ["quantize", "--model", "tiny-ctc", "--data", str(corpus), "--method", "uniform",
+            "--avg-bits", "4", "--eval-splits", "test-clean", "--out", str(tmp_path / "x.json"),
+            "--set", "nonsense=3", "--reference", str(tmp_path / "missing.json")]
+    assert main(argv) == 2
+    assert "nonsense" in capsys.readouterr().err
+    assert not (tmp_path / "missing.json").exists()  # nothing was evaluated
