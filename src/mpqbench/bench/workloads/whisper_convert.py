@@ -85,6 +85,8 @@ _REQUIRED_FLAGS = {
     "decoder/start_from_zero_embedding": 0,
 }
 _IGNORED_SCALARS = {
+    "decoder/alibi_use_positive_positions",  # ALiBi options; ALiBi itself must be off
+    "decoder/scale_alibi",
     "decoder/alignment_heads",
     "decoder/alignment_layer",
     "decoder/num_heads",
@@ -429,6 +431,9 @@ def whisper_state_dict_from_ct2(
             )
         used.add("decoder/projection/weight")
     leftover = sorted(set(variables) - used - set(_REQUIRED_FLAGS) - _IGNORED_SCALARS)
+    for name in [n for n in leftover if variables[n].ndim == 0 and not variables[n].any()]:
+        log.warning("ignoring unknown zero-valued CTranslate2 flag %s", name)
+        leftover.remove(name)
     if leftover:
         raise ValueError(f"CTranslate2 Whisper model has variables the converter does not map: "
                          f"{leftover[:8]}{' ...' if len(leftover) > 8 else ''}")
