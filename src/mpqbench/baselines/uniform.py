@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 
 from mpqbench.method import (
     Budget,
     MethodResult,
-    StageTiming,
     Target,
     Workload,
     register_method,
 )
 from mpqbench.quant.accounting import layer_sizes
 from mpqbench.quant.allocation import Allocation
+from mpqbench.quant.fixed_bits import qat_fixed_bits
 from mpqbench.quant.formats import QuantSpec, check_bits
-from mpqbench.quant.layers import prepare_
-from mpqbench.quant.qat import TrainConfig, train
-from mpqbench.timing import device_label
+from mpqbench.quant.qat import TrainConfig
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,19 +55,10 @@ def run_uniform(
     """QAT at one bit-width on all eligible layers for ``budget.train_steps`` steps."""
     bits = uniform_bits(workload, target, config)
     allocation = Allocation(workload.name, dict.fromkeys(workload.eligible, bits))
-    prepare_(workload.model.model, allocation, dataclasses.replace(config.quantizer, bits=bits))
-    result = train(
-        workload.model,
-        workload.train,
-        steps=budget.train_steps,
-        batch_size=budget.batch_size,
-        seed=budget.seed,
-        config=config.train,
-        teacher=workload.teacher,
-        desc=f"uniform {bits}-bit QAT",
+    stage, result = qat_fixed_bits(
+        workload, allocation, quantizer=config.quantizer, budget=budget,
+        train_config=config.train, desc=f"uniform {bits}-bit QAT",
     )
-    stage = StageTiming("qat", result.seconds, device_label(workload.device),
-                        steps=result.steps)
     return MethodResult(
         model=workload.model,
         allocation=allocation,

@@ -1,0 +1,54 @@
+"""QAT with a fixed allocation: the parameter-estimation stage every method ends with."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from mpqbench.method import Budget, StageTiming, Workload
+from mpqbench.quant.allocation import Allocation
+from mpqbench.quant.formats import QuantSpec
+from mpqbench.quant.layers import prepare_
+from mpqbench.quant.qat import TrainConfig, TrainResult, train
+from mpqbench.timing import device_label
+
+
+def qat_fixed_bits(
+    workload: Workload,
+    allocation: Allocation,
+    *,
+    quantizer: QuantSpec,
+    budget: Budget,
+    train_config: TrainConfig,
+    desc: str,
+    stage: str = "qat",
+) -> tuple[StageTiming, TrainResult]:
+    """Fake-quantize ``workload.model`` per ``allocation`` and train it for the budget's steps.
+
+    Args:
+        workload: the model is modified in place (``prepare_``, then trained).
+        allocation: layer -> bits (None keeps a layer 32-bit).
+        quantizer: granularity / scale method / learnable scale (its ``bits`` is ignored).
+        budget: ``train_steps``, ``batch_size`` and ``seed`` are used.
+        train_config: the shared loop's settings.
+        desc: progress-bar label.
+        stage: the stage name in the timing.
+
+    Returns:
+        The stage timing and the loop's result.
+    """
+    prepare_(workload.model.model, allocation, dataclasses.replace(quantizer, bits=8))
+    result = train(
+        workload.model,
+        workload.train,
+        steps=budget.train_steps,
+        batch_size=budget.batch_size,
+        seed=budget.seed,
+        config=train_config,
+        teacher=workload.teacher,
+        desc=desc,
+    )
+    timing = StageTiming(stage, result.seconds, device_label(workload.device), steps=result.steps)
+    return timing, result
+
+
+__all__ = ["qat_fixed_bits"]

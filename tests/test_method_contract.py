@@ -1,0 +1,99 @@
+"""The contract every compression method passes (STYLE.md 12).
+
+A new method joins by adding one entry to METHODS: (registry name, config fields for a
+fast run on tiny models). Each method must be deterministic under a seed, spend exactly
+``budget.train_steps`` QAT steps, give every eligible layer a bit-width, meet the target
+average bits within TOLERANCE_BITS (or, for uniform, hit its nearest integer), and return
+the common result shape.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mpqbench.bench.data.types import Utterance
+from mpqbench.bench.workloads.registry import load_model
+from mpqbench.method import Budget, MethodResult, Target, Workload, make_config, run_method
+from mpqbench.quant.accounting import account
+from mpqbench.quant.allocation import allocation_for
+from mpqbench.quant.teacher import build_teacher_cache
+
+#: How far a mixed-precision method's average bits may sit above its target.
+TOLERANCE_BITS = 0.25
+
+METHODS: list[tuple[str, dict]] = [
+    ("uniform", {}),
+]
+
+TEXTS = ["THE CAT SAT", "A DOG RAN HOME", "BIRDS SING", "WE WALK TO TOWN", "IT IS COLD"]
+
+
+def utterances(n: int, seed: int) -> list[Utterance]:
+    rng = np.random.default_rng(seed)
+    return [
+        Utterance(id=f"{seed}-1-{i:04d}", text=TEXTS[i % len(TEXTS)],
+                  audio=(0.1 * rng.standard_normal(4800 + 400 * i)).astype(np.float32))
+        for i in range(n)
+    ]
+
+
+def make_workload() -> Workload:
+    model = load_model("tiny-ctc")
+    train, dev = utterances(6, 1), utterances(3, 2)
+    eligible = list(allocation_for(model, 8).quantized)
+    teacher = build_teacher_cache(model, train, batch_size=3, progress=False)
+    return Workload(name=model.name, model=model, train=train, dev=dev, eligible=eligible,
+                    teacher=teacher)
+
+
+def run(name: str, params: dict, target: Target, seed: int = 0) -> tuple[Workload, MethodResult]:
+    workload = make_workload()
+    budget = Budget(train_steps=3, batch_size=2, search_budget=4, dev_subset=3, seed=seed)
+    torch.manual_seed(1234)
+    result = run_method(name, workload, target, budget, make_config(name, params))
+    return workload, result
+
+
+@pytest.fixture(params=METHODS, ids=[m[0] for m in METHODS])
+def method(request):
+    return request.param
+
+
+def test_returns_common_shape_and_covers_every_eligible_layer(method):
+    name, params = method
+    workload, result = run(name, params, Target(avg_bits=4))
+    assert isinstance(result, MethodResult)
+    assert result.model is workload.model
+    assert set(result.allocation.layers) == set(workload.eligible)
+    assert all(b is not None for b in result.allocation.layers.values())
+    assert result.stages and all(s.seconds >= 0 for s in result.stages)
+    assert result.compression_seconds == pytest.approx(sum(s.seconds for s in result.stages))
+
+
+def test_spends_exactly_the_training_budget(method):
+    name, params = method
+    _, result = run(name, params, Target(avg_bits=4))
+    assert sum(s.steps for s in result.stages if s.name == "qat") == 3
+
+
+@pytest.mark.parametrize("target_bits", [3.0, 4.0, 6.0])
+def test_meets_the_target_average_bits(method, target_bits):
+    name, params = method
+    workload, result = run(name, params, Target(avg_bits=target_bits))
+    avg = account(workload.model.model, result.allocation).avg_bits.value
+    if name == "uniform":
+        assert avg == round(target_bits)
+    else:
+        assert avg <= target_bits + TOLERANCE_BITS
+
+
+def test_deterministic_under_a_seed(method):
+    name, params = method
+    _, a = run(name, params, Target(avg_bits=4), seed=7)
+    _, b = run(name, params, Target(avg_bits=4), seed=7)
+    assert dict(a.allocation.layers) == dict(b.allocation.layers)
+    wa, wb = a.model.model.state_dict(), b.model.model.state_dict()
+    assert wa.keys() == wb.keys()
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
