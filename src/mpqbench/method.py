@@ -140,9 +140,27 @@ class Workload:
     device: str = "cpu"
 
 
+#: What a stage spends. ``qat``: parameter estimation -- optimizer steps on the model's
+#: weights, which must add up to ``Budget.train_steps`` over a method's stages (the one-stage
+#: supernet stage trains weights and logits jointly and counts here). ``search``: precision
+#: learning that does not estimate the final weights (frozen-weight DNAS, sensitivity
+#: passes, Optuna trials), reported beside the budget, not in it.
+STAGE_KINDS = ("qat", "search")
+
+
 @dataclass
 class StageTiming:
-    """One stage of compression: wall clock (device-synchronised), what it spent."""
+    """One stage of compression: wall clock (device-synchronised), what it spent.
+
+    Attributes:
+        name: the stage's label (free text, e.g. ``"supernet"``, ``"pass2"``).
+        seconds: wall clock.
+        device: the device label (``mpqbench.timing.device_label``).
+        steps: optimizer steps (or search steps for ``kind="search"``).
+        trials: search trials.
+        evaluations: proxy evaluations.
+        kind: one of :data:`STAGE_KINDS`; ``qat`` steps count against ``train_steps``.
+    """
 
     name: str
     seconds: float
@@ -150,6 +168,11 @@ class StageTiming:
     steps: int = 0
     trials: int = 0
     evaluations: int = 0
+    kind: str = "qat"
+
+    def __post_init__(self) -> None:
+        if self.kind not in STAGE_KINDS:
+            raise ValueError(f"stage kind must be one of {STAGE_KINDS}, got {self.kind!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -174,6 +197,11 @@ class MethodResult:
     @property
     def compression_seconds(self) -> float:
         return sum(s.seconds for s in self.stages)
+
+    @property
+    def qat_steps(self) -> int:
+        """Parameter-estimation steps: the steps of every ``kind="qat"`` stage."""
+        return sum(s.steps for s in self.stages if s.kind == "qat")
 
 
 C = TypeVar("C")
@@ -275,6 +303,7 @@ def run_method(
 
 __all__ = [
     "METHOD_MODULES",
+    "STAGE_KINDS",
     "Budget",
     "MethodEntry",
     "MethodResult",

@@ -21,6 +21,8 @@ def qat_fixed_bits(
     train_config: TrainConfig,
     desc: str,
     stage: str = "qat",
+    steps: int | None = None,
+    prepare: bool = True,
 ) -> tuple[StageTiming, TrainResult]:
     """Fake-quantize ``workload.model`` per ``allocation`` and train it for the budget's steps.
 
@@ -32,22 +34,28 @@ def qat_fixed_bits(
         train_config: the shared loop's settings.
         desc: progress-bar label.
         stage: the stage name in the timing.
+        steps: optimizer steps when a method splits ``budget.train_steps`` over several
+            stages (default: all of them).
+        prepare: False when the model already holds the allocation's fake-quantized layers
+            (e.g. extracted from a supernet); then ``quantizer`` is not used.
 
     Returns:
-        The stage timing and the loop's result.
+        The stage timing (``kind="qat"``) and the loop's result.
     """
-    prepare_(workload.model.model, allocation, dataclasses.replace(quantizer, bits=8))
+    if prepare:
+        prepare_(workload.model.model, allocation, dataclasses.replace(quantizer, bits=8))
     result = train(
         workload.model,
         workload.train,
-        steps=budget.train_steps,
+        steps=budget.train_steps if steps is None else steps,
         batch_size=budget.batch_size,
         seed=budget.seed,
         config=train_config,
         teacher=workload.teacher,
         desc=desc,
     )
-    timing = StageTiming(stage, result.seconds, device_label(workload.device), steps=result.steps)
+    timing = StageTiming(stage, result.seconds, device_label(workload.device), steps=result.steps,
+                         kind="qat")
     return timing, result
 
 
