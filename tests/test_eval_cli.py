@@ -158,3 +158,36 @@ def test_reference_empty_after_normalisation_is_refused_before_decoding(tmp_path
     assert code == 2
     assert "'19-198-0001'" in capsys.readouterr().err
     assert not (tmp_path / "r.json").exists()
+
+
+def test_killed_run_leaves_no_record(tmp_path):
+    """SIGKILL mid-evaluation: the record only ever appears by one atomic rename at the end."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from librispeech_tree import make_chapter
+
+    make_chapter(tmp_path / "many", "1", "2", [f"WORD NUMBER {k}" for k in range(40)],
+                 seconds=0.2)
+    out = tmp_path / "records" / "r.json"
+    code = (
+        "from mpqbench.cli import main; raise SystemExit(main(["
+        f"'eval', '--model', 'tiny-whisper', '--data', {str(tmp_path / 'many')!r}, "
+        f"'--split', 'many', '--batch-size', '1', '--out', {str(out)!r}]))"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE)
+    seen = b""
+    deadline = time.monotonic() + 120
+    while b" 1/40" not in seen and time.monotonic() < deadline:  # the first clip is done
+        chunk = proc.stderr.read1(4096)
+        if not chunk:
+            break
+        seen += chunk
+    assert b" 1/40" in seen, seen.decode(errors="replace")[-2000:]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    assert not out.exists()
+    assert not out.parent.exists() or list(out.parent.iterdir()) == []
