@@ -287,6 +287,7 @@ def test_make_batch_layout(tiny):
         assert inputs["decoder_input_ids"][row].tolist() == prompt + text + [eot] * (length - n)
         expected = [IGNORE_INDEX] * (len(prompt) - 1) + text + [eot]
         assert inputs["labels"][row].tolist() == expected + [IGNORE_INDEX] * (length - n)
+    assert tiny.text_ids("  ") == [] and tiny.text_ids("HI") == tiny.text_ids("Hi")
 
 
 def test_forward_loss_logits_mask(tiny):

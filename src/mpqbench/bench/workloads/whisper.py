@@ -206,8 +206,9 @@ class WhisperSpeechModel(SpeechModel):
         return self.model.model.encoder.conv1.weight.dtype
 
     def text_ids(self, text: str) -> list[int]:
-        """Token ids of ``" " + training_text(text)`` (no special tokens)."""
-        return self.tokenizer.encode(" " + training_text(text), add_special_tokens=False).ids
+        """Token ids of ``" " + training_text(text)`` (no special tokens; ``[]`` for no text)."""
+        text = training_text(text)
+        return self.tokenizer.encode(" " + text, add_special_tokens=False).ids if text else []
 
     def make_batch(self, utterances: Sequence[Utterance]) -> ModelBatch:
         """Features plus teacher-forcing decoder inputs and labels (see the class docstring).
