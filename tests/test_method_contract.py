@@ -26,6 +26,8 @@ TOLERANCE_BITS = 0.25
 
 METHODS: list[tuple[str, dict]] = [
     ("uniform", {}),
+    ("one_stage", {"arch_lr": 0.05, "pass2_frac": 0.34}),
+    ("optuna", {"dev_batch_size": 3, "population_size": 4}),
 ]
 
 TEXTS = ["THE CAT SAT", "A DOG RAN HOME", "BIRDS SING", "WE WALK TO TOWN", "IT IS COLD"]

@@ -1,0 +1,580 @@
+"""Weight-sharing mixed-precision supernet layers (the one-stage method's search space).
+
+A :class:`SupernetLinear` / :class:`SupernetConv1d` replaces an ``nn.Linear`` / ``nn.Conv1d``
+and holds the *same* latent fp32 weight ``Parameter`` (and bias, and weight parametrization)
+as the layer it replaces. Every candidate bit-width b_i in the candidate set B quantizes that
+one weight; the layer owns architecture logits ``alpha`` (an ``nn.Parameter`` of shape
+``(|B|,)``, float32) and forwards with the mixed weight::
+
+    W~ = sum_i y_i Q_{b_i}(W)
+
+where, in training mode,
+
+- **soft** (default): y = p = softmax((alpha + g) / tau), g ~ Gumbel(0, 1) i.i.d. per
+  candidate, drawn once per forward from torch's global RNG (seeded and checkpointed by the
+  shared loop, so runs are reproducible);
+- **hard** (straight-through Gumbel-softmax): y = onehot(argmax p) + p - p.detach(). Its
+  value is exactly the one-hot (``p - p.detach()`` is exactly 0), so the forward uses exactly
+  Q_{b_k}(W) of the sampled candidate k; its gradient is the soft one, dL/dp_i = <dL/dW~,
+  Q_{b_i}(W)>, which needs every candidate's quantized weight in the backward.
+
+``tau`` is a plain attribute set from outside (annealed by the method, see
+:func:`anneal_tau` and :func:`set_tau_`).
+
+**Eval mode** (``module.eval()``): no noise; the layer uses only its argmax candidate,
+computed by exactly the arithmetic of :class:`~mpqbench.quant.layers.QuantLinear`, so the
+evaluated supernet equals the sub-network :func:`extract_` returns, bit for bit. Ties in
+``alpha`` go to the first (smallest) candidate, as ``torch.argmax`` does.
+
+**Mixing weights, not outputs.** The candidates are mixed in weight space, so one matmul
+runs per layer whatever |B| is (FBNet-style output mixing would run |B|). The extra cost is
+elementwise work on the weights only, which is small next to the activation matmuls.
+
+Cost of one training forward + backward per layer (N weights, K = |B| candidates), done by
+one custom autograd function vectorised across candidates:
+
+- scales: max|W| per channel is computed *once* and divided by each candidate's qmax
+  (``mse`` scales run the per-candidate search instead; b = 1 uses mean|W|);
+- forward: the K quantized weights as one ``(K, N)`` tensor, mixed by one matrix-vector
+  product; nothing of size K * N is kept for the backward;
+- backward: the K quantized weights are *recomputed* (cheap elementwise work) instead of
+  stored, trading a second quantization pass for K * N saved floats per layer; then
+  dL/dy = Q (K, N) @ g (N) and the STE gradient dL/dW = g * sum_i y_i m_i, where m_i is
+  candidate i's STE mask. With ``max`` scales and no 1-bit candidate every m_i is all ones
+  (a max scale never clips), so the masks are skipped and dL/dW = g * sum_i y_i.
+
+Frozen weights (two-stage DNAS): with ``requires_grad=False`` on W the backward computes
+only dL/dalpha. Learnable scales (LSQ) are not supported in the supernet (scales are derived
+from the weight on every forward).
+
+Expected bits for budget terms: :meth:`_SupernetMixin.expected_bits` = sum_i softmax(alpha)_i
+b_i (no noise, no temperature), differentiable in alpha.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.modules.linear import NonDynamicallyQuantizableLinear
+
+from mpqbench.quant.allocation import Allocation
+from mpqbench.quant.formats import QuantSpec, check_bits
+from mpqbench.quant.layers import (
+    FAKE_QUANT_TYPES,
+    QuantConv1d,
+    QuantLinear,
+    _adopt,
+    replace_modules_,
+)
+from mpqbench.quant.primitives import SIGN_STE_CLIP, absmax, choose_scale, fake_quantize, qrange
+
+logger = logging.getLogger(__name__)
+
+#: The candidate set of DESIGN.md section 1.
+DEFAULT_CANDIDATES: tuple[int, ...] = (2, 4, 8)
+
+#: Temperature schedules understood by :func:`anneal_tau`.
+ANNEAL_KINDS: tuple[str, ...] = ("exponential", "linear")
+
+
+def check_candidates(candidates: Sequence[int], *, what: str = "candidates") -> tuple[int, ...]:
+    """Validate a candidate set and return it sorted ascending.
+
+    Raises:
+        ValueError: empty, duplicated, or a bit-width outside 1..8.
+    """
+    values = tuple(candidates)
+    if not values:
+        raise ValueError(f"{what}: give at least one bit-width")
+    for b in values:
+        check_bits(b, what=what)
+    if len(set(values)) != len(values):
+        raise ValueError(f"{what}: duplicated bit-width in {list(values)}")
+    return tuple(sorted(values))
+
+
+def anneal_tau(step: int, total: int, start: float, end: float, kind: str = "exponential") -> float:
+    """Gumbel-softmax temperature at ``step`` of ``total``: ``start`` first, ``end`` last.
+
+    ``exponential``: start * (end / start) ** (step / (total - 1)); ``linear``: start +
+    (end - start) * step / (total - 1). A run of one step uses ``start``; steps past the end
+    hold ``end``.
+
+    Raises:
+        ValueError: non-positive temperatures or an unknown kind.
+    """
+    if not (start > 0 and end > 0):
+        raise ValueError(f"temperatures must be > 0, got start={start}, end={end}")
+    if kind not in ANNEAL_KINDS:
+        raise ValueError(f"anneal kind must be one of {ANNEAL_KINDS}, got {kind!r}")
+    if total <= 1:
+        return float(start)
+    frac = min(max(step / (total - 1), 0.0), 1.0)
+    if kind == "exponential":
+        return float(start * (end / start) ** frac)
+    return float(start + (end - start) * frac)
+
+
+# ---- the vectorised candidate arithmetic ----------------------------------------------------
+
+
+def candidate_qmax(bits: Sequence[int], like: torch.Tensor) -> torch.Tensor:
+    """``(K,)`` tensor of each candidate's qmax (1 for b = 1), dtype/device of ``like``."""
+    return torch.tensor([qrange(b)[1] for b in bits], dtype=like.dtype, device=like.device)
+
+
+def candidate_scales(
+    w: torch.Tensor,
+    bits: Sequence[int],
+    granularity: str,
+    method: str,
+    qmax: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Scales of every candidate, stacked: ``(K, *keep-dim scale shape)``, no gradient.
+
+    Row i equals ``choose_scale(w, bits[i], granularity, method)`` bit for bit; with
+    ``method="max"`` max|W| is reduced once and shared by every b >= 2 candidate.
+    ``qmax`` (from :func:`candidate_qmax`) may be passed to avoid building it per call.
+    """
+    with torch.no_grad():
+        w = w.detach()
+        if method != "max":
+            return torch.stack([choose_scale(w, b, granularity, method) for b in bits])
+        amax = absmax(w, granularity)
+        if qmax is None:
+            qmax = candidate_qmax(bits, w)
+        scales = amax.unsqueeze(0) / qmax.view(-1, *([1] * amax.dim()))
+        scales = scales.clamp_min_(torch.finfo(w.dtype).tiny)
+        for i, b in enumerate(bits):
+            if b == 1:
+                scales[i] = choose_scale(w, 1, granularity, method)
+        return scales
+
+
+def _quantize_all(
+    w: torch.Tensor, scales: torch.Tensor, bits: tuple[int, ...], qmax: torch.Tensor,
+    need_mask: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Every candidate's fake-quantized weight ``(K, *w.shape)`` and, optionally, STE masks.
+
+    Row i is bitwise equal to ``fake_quantize(w, scales[i], bits[i])``.
+    """
+    qmax = qmax.view((-1,) + (1,) * w.dim())
+    q = torch.mul(w.unsqueeze(0), torch.reciprocal(scales)).round_()
+    mask = q.abs() <= qmax if need_mask else None
+    out = q.clamp_(min=-qmax, max=qmax).mul_(scales)
+    for i, b in enumerate(bits):
+        if b == 1:
+            out[i] = torch.where(w >= 0, 1.0, -1.0).to(w.dtype).mul_(scales[i])
+            if mask is not None:
+                mask[i] = w.abs() <= SIGN_STE_CLIP
+    return out, mask
+
+
+class _MixedFakeQuant(torch.autograd.Function):
+    """W~ = sum_i y_i Q_{b_i}(W): STE to W, exact gradient <g, Q_i(W)> to y_i."""
+
+    @staticmethod
+    def forward(ctx, w, y, scales, qmax, bits, need_mask):  # type: ignore[override]
+        k = len(bits)
+        quant, _ = _quantize_all(w, scales, bits, qmax, need_mask=False)
+        out = (y.to(w.dtype) @ quant.view(k, -1)).view(w.shape)
+        ctx.bits, ctx.need_mask = bits, need_mask
+        ctx.save_for_backward(w, y, scales, qmax)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        w, y, scales, qmax = ctx.saved_tensors
+        need_w, need_y = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        k = len(ctx.bits)
+        grad_w = grad_y = None
+        masks = need_w and ctx.need_mask
+        if need_y or masks:
+            quant, mask = _quantize_all(w.detach(), scales, ctx.bits, qmax, need_mask=masks)
+            if need_y:
+                grad_y = (quant.view(k, -1) @ grad.reshape(-1)).to(y.dtype)
+            if masks:
+                assert mask is not None
+                weight = (y.to(w.dtype) @ mask.view(k, -1).to(w.dtype)).view(w.shape)
+                grad_w = grad * weight
+        if need_w and grad_w is None:
+            grad_w = grad * y.sum().to(grad.dtype)
+        return grad_w, grad_y, None, None, None, None
+
+
+def mixed_fake_quantize(
+    w: torch.Tensor,
+    y: torch.Tensor,
+    bits: Sequence[int],
+    granularity: str = "per_channel",
+    scale_method: str = "max",
+    qmax: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Mix every candidate's fake-quantized ``w`` with weights ``y``: sum_i y_i Q_{b_i}(w).
+
+    Args:
+        w: weight tensor (output channels on axis 0); may require grad.
+        y: ``(K,)`` mixing weights (probabilities, or a straight-through one-hot); may
+            require grad.
+        bits: the K candidate bit-widths.
+        granularity: scale granularity, as in :class:`QuantSpec`.
+        scale_method: ``"max"`` or ``"mse"``.
+        qmax: :func:`candidate_qmax` of ``bits`` (built here when None).
+
+    Returns:
+        Tensor like ``w``. Gradients: dL/dy_i = <dL/dout, Q_{b_i}(w)>; dL/dw = dL/dout *
+        sum_i y_i m_i with m_i candidate i's straight-through mask (see
+        :func:`~mpqbench.quant.primitives.fake_quantize`).
+
+    Raises:
+        ValueError: bad bits or a ``y`` of the wrong shape.
+    """
+    bits = tuple(check_bits(b) for b in bits)
+    if y.shape != (len(bits),):
+        raise ValueError(f"mixing weights must have shape ({len(bits)},), got {tuple(y.shape)}")
+    if qmax is None:
+        qmax = candidate_qmax(bits, w)
+    scales = candidate_scales(w, bits, granularity, scale_method, qmax)
+    need_mask = scale_method != "max" or 1 in bits
+    return _MixedFakeQuant.apply(w, y, scales, qmax, bits, need_mask)
+
+
+def gumbel_softmax_weights(
+    alpha: torch.Tensor, tau: float, hard: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample mixing weights from logits: ``(y, p)`` with p = softmax((alpha + g) / tau).
+
+    ``y`` is ``p`` (soft) or the straight-through one-hot ``onehot(argmax p) + p - p.detach()``
+    (hard), whose value is exactly one-hot. Gumbel noise comes from torch's global RNG (of
+    ``alpha``'s device); no host synchronisation.
+    """
+    gumbel = -torch.empty_like(alpha).exponential_().log()
+    p = torch.softmax((alpha + gumbel) / tau, dim=-1)
+    if not hard:
+        return p, p
+    onehot = F.one_hot(p.argmax(), p.numel()).to(p.dtype)
+    return onehot + (p - p.detach()), p
+
+
+# ---- the layers -----------------------------------------------------------------------------
+
+
+class _SupernetMixin:
+    """State and forward arithmetic shared by the supernet layers."""
+
+    weight: torch.Tensor
+    qmax_values: torch.Tensor
+    bit_values: torch.Tensor
+    training: bool
+    spec: QuantSpec
+    candidates: tuple[int, ...]
+    alpha: nn.Parameter
+    tau: float
+    hard: bool
+
+    def _init_supernet(
+        self, candidates: Sequence[int], spec: QuantSpec, *, hard: bool, tau: float,
+        init_logits: Sequence[float] | None,
+    ) -> None:
+        if spec.learnable_scale:
+            raise ValueError(
+                "supernet layers derive scales from the weight on every forward; "
+                "learnable scales (QuantSpec.learnable_scale) are not supported"
+            )
+        self.candidates = check_candidates(candidates)
+        self.spec = spec
+        self.hard = bool(hard)
+        self.tau = float(tau)
+        k = len(self.candidates)
+        init = torch.zeros(k) if init_logits is None else torch.tensor(list(init_logits))
+        if init.shape != (k,):
+            raise ValueError(f"init_logits must have {k} values, got {tuple(init.shape)}")
+        self.alpha = nn.Parameter(init.to(device=self.weight.device, dtype=torch.float32))
+        device = self.weight.device
+        bit_values = torch.tensor(self.candidates, dtype=torch.float32, device=device)
+        qmax = candidate_qmax(self.candidates, self.weight)
+        self.register_buffer("bit_values", bit_values, persistent=False)  # type: ignore
+        self.register_buffer("qmax_values", qmax, persistent=False)  # type: ignore
+
+    # -- architecture views --
+    def probabilities(self) -> torch.Tensor:
+        """softmax(alpha), no noise (differentiable)."""
+        return torch.softmax(self.alpha, dim=-1)
+
+    def expected_bits(self) -> torch.Tensor:
+        """sum_i softmax(alpha)_i b_i: a differentiable 0-d tensor (no noise, no tau)."""
+        return self.probabilities() @ self.bit_values
+
+    def argmax_index(self) -> int:
+        """Index of the most likely candidate (ties: the smallest bit-width)."""
+        return int(torch.argmax(self.alpha.detach()))
+
+    def argmax_bits(self) -> int:
+        """The bit-width this layer gets at extraction."""
+        return self.candidates[self.argmax_index()]
+
+    @property
+    def bits(self) -> int:
+        """Alias of :meth:`argmax_bits` (what the evaluated layer uses)."""
+        return self.argmax_bits()
+
+    # -- forward --
+    def quantized_weight(self) -> torch.Tensor:
+        """The weight this forward uses: the Gumbel mix in training, argmax in eval."""
+        w = self.weight
+        spec = self.spec
+        if not self.training:
+            b = self.argmax_bits()
+            return fake_quantize(w, choose_scale(w.detach(), b, spec.granularity,
+                                                 spec.scale_method), b)
+        y, _ = gumbel_softmax_weights(self.alpha, self.tau, self.hard)
+        qmax = self.qmax_values
+        if qmax.dtype != w.dtype:
+            qmax = qmax.to(w.dtype)
+        return mixed_fake_quantize(w, y, self.candidates, spec.granularity, spec.scale_method,
+                                   qmax)
+
+    def extra_repr(self) -> str:
+        base = super().extra_repr()  # type: ignore[misc]
+        mode = "hard" if self.hard else "soft"
+        return (f"{base}, candidates={list(self.candidates)}, {mode}, tau={self.tau:g}, "
+                f"{self.spec.granularity}, scale={self.spec.scale_method}")
+
+
+class SupernetLinear(_SupernetMixin, nn.Linear):
+    """``nn.Linear`` whose weight is a Gumbel-softmax mix of candidate bit-widths.
+
+    Build with :meth:`from_float`.
+    """
+
+    @classmethod
+    def from_float(
+        cls, linear: nn.Linear, candidates: Sequence[int], spec: QuantSpec | None = None, *,
+        hard: bool = False, tau: float = 1.0, init_logits: Sequence[float] | None = None,
+    ) -> SupernetLinear:
+        """Wrap ``linear``'s Parameters (shared, not copied) with a supernet over ``candidates``.
+
+        Args:
+            linear: the layer to wrap.
+            candidates: bit-widths (sorted ascending internally).
+            spec: granularity and scale method (``bits`` ignored; no learnable scale).
+            hard: straight-through one-hot sampling instead of soft mixing.
+            tau: initial Gumbel-softmax temperature.
+            init_logits: initial ``alpha`` (default zeros: every candidate equally likely).
+
+        Raises:
+            ValueError: bad candidates, a learnable-scale spec, or wrong init_logits.
+        """
+        new = cls(linear.in_features, linear.out_features, linear.bias is not None, device="meta")
+        _adopt(new, linear)
+        new._init_supernet(candidates, spec or QuantSpec(), hard=hard, tau=tau,
+                           init_logits=init_logits)
+        return new
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.quantized_weight(), self.bias)
+
+
+class SupernetConv1d(_SupernetMixin, nn.Conv1d):
+    """``nn.Conv1d`` whose (effective) weight is a Gumbel-softmax mix of candidate bit-widths.
+
+    Build with :meth:`from_float`.
+    """
+
+    @classmethod
+    def from_float(
+        cls, conv: nn.Conv1d, candidates: Sequence[int], spec: QuantSpec | None = None, *,
+        hard: bool = False, tau: float = 1.0, init_logits: Sequence[float] | None = None,
+    ) -> SupernetConv1d:
+        """Wrap ``conv``'s Parameters (and weight parametrization); see SupernetLinear."""
+        new = cls(
+            conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
+            padding=conv.padding, dilation=conv.dilation, groups=conv.groups,
+            bias=conv.bias is not None, padding_mode=conv.padding_mode, device="meta",
+        )
+        _adopt(new, conv)
+        new._init_supernet(candidates, spec or QuantSpec(), hard=hard, tau=tau,
+                           init_logits=init_logits)
+        return new
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, self.quantized_weight(), self.bias)
+
+
+SUPERNET_TYPES: tuple[type[nn.Module], ...] = (SupernetLinear, SupernetConv1d)
+
+
+# ---- model-level verbs ----------------------------------------------------------------------
+
+
+def _supernet_class(name: str, module: nn.Module) -> type[SupernetLinear] | type[SupernetConv1d]:
+    if isinstance(module, SUPERNET_TYPES + FAKE_QUANT_TYPES):
+        raise ValueError(f"module {name!r} is already quantized ({type(module).__name__})")
+    if type(module) is NonDynamicallyQuantizableLinear:
+        raise ValueError(
+            f"module {name!r} is an nn.MultiheadAttention out_proj, whose weight the attention "
+            "reads directly; it cannot be swapped"
+        )
+    if isinstance(module, nn.Linear):
+        return SupernetLinear
+    if isinstance(module, nn.Conv1d):
+        return SupernetConv1d
+    raise ValueError(
+        f"module {name!r} is a {type(module).__name__}; only nn.Linear and nn.Conv1d are "
+        "quantized"
+    )
+
+
+def prepare_supernet_(
+    model: nn.Module,
+    eligible: Sequence[str],
+    candidates: Sequence[int] = DEFAULT_CANDIDATES,
+    spec: QuantSpec | None = None,
+    *,
+    hard: bool = False,
+    tau: float = 1.0,
+    init_logits: Sequence[float] | None = None,
+) -> nn.Module:
+    """Swap every ``eligible`` layer for its supernet twin, in place.
+
+    Args:
+        model: the ``nn.Module`` (e.g. ``SpeechModel.model``).
+        eligible: module names to make searchable.
+        candidates: candidate bit-widths of every layer.
+        spec: granularity / scale method (``bits`` ignored; no learnable scale).
+        hard: straight-through hard sampling.
+        tau: initial temperature.
+        init_logits: initial logits of every layer (default zeros).
+
+    Returns:
+        ``model``. Weight and bias Parameters are the same objects as before; each layer gains
+        an ``alpha`` Parameter (see :func:`architecture_parameters`).
+
+    Raises:
+        ValueError: an unknown name, a module that is not Linear/Conv1d, one already
+            quantized, bad candidates, or a learnable-scale spec.
+    """
+    spec = spec or QuantSpec()
+    candidates = check_candidates(candidates)
+    names = list(dict.fromkeys(eligible))
+    present = dict(model.named_modules())
+    missing = [n for n in names if n not in present]
+    if missing:
+        raise ValueError(f"prepare_supernet_: the model has no module {missing[:5]}")
+    replacements: dict[str, nn.Module] = {}
+    for name in names:
+        module = present[name]
+        cls = _supernet_class(name, module)
+        replacements[name] = cls.from_float(module, candidates, spec, hard=hard, tau=tau,
+                                            init_logits=init_logits)
+    replace_modules_(model, replacements)
+    logger.info("prepare_supernet_: %d layers, candidates %s", len(replacements), candidates)
+    return model
+
+
+def supernet_modules(model: nn.Module) -> dict[str, _SupernetMixin]:
+    """Name -> supernet layer, in model order (a module at several paths listed once)."""
+    return {n: m for n, m in model.named_modules() if isinstance(m, SUPERNET_TYPES)}
+
+
+def architecture_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The ``alpha`` logits of every supernet layer, in model order."""
+    return [m.alpha for m in supernet_modules(model).values()]
+
+
+def set_tau_(model: nn.Module, tau: float) -> None:
+    """Set the Gumbel-softmax temperature of every supernet layer.
+
+    Raises:
+        ValueError: ``tau`` not positive.
+    """
+    if not tau > 0 or math.isinf(tau):
+        raise ValueError(f"tau must be a positive finite number, got {tau}")
+    for m in supernet_modules(model).values():
+        m.tau = float(tau)
+
+
+def expected_average_bits(
+    layers: Mapping[str, _SupernetMixin], sizes: Mapping[str, int]
+) -> torch.Tensor:
+    """sum_l N_l E_l[bits] / sum_l N_l over ``layers``: a differentiable 0-d tensor."""
+    total = sum(sizes[n] for n in layers)
+    if total <= 0:
+        raise ValueError("expected_average_bits: no weights in the given layers")
+    terms = [m.expected_bits() * (sizes[n] / total) for n, m in layers.items()]
+    return torch.stack(terms).sum()
+
+
+def extract_(
+    model: nn.Module,
+    *,
+    model_name: str = "",
+    bits: Mapping[str, int] | None = None,
+) -> Allocation:
+    """Replace every supernet layer by a plain fake-quantized layer at its chosen bits.
+
+    Args:
+        model: a model prepared with :func:`prepare_supernet_`; modified in place.
+        model_name: recorded in the returned allocation.
+        bits: layer name -> bits overriding the argmax (e.g. a budget repair); each value
+            must be one of that layer's candidates.
+
+    Returns:
+        The allocation (supernet layer names in model order -> bits). The new
+        :class:`QuantLinear` / :class:`QuantConv1d` layers share the weight Parameter (and
+        bias, parametrization) of the supernet layer and its spec; ``alpha`` is dropped.
+
+    Raises:
+        ValueError: no supernet layer, an override for an unknown layer, or a bit-width that
+            is not a candidate of its layer.
+    """
+    layers = supernet_modules(model)
+    if not layers:
+        raise ValueError("extract_: the model has no supernet layer")
+    bits = dict(bits or {})
+    unknown = sorted(set(bits) - set(layers))
+    if unknown:
+        raise ValueError(f"extract_: no supernet layer named {unknown[:5]}")
+    chosen: dict[str, int] = {}
+    replacements: dict[str, nn.Module] = {}
+    for name, layer in layers.items():
+        b = bits.get(name, layer.argmax_bits())
+        if b not in layer.candidates:
+            raise ValueError(
+                f"extract_: layer {name!r} gets {b} bits, not one of its candidates "
+                f"{list(layer.candidates)}"
+            )
+        spec = QuantSpec(bits=b, granularity=layer.spec.granularity,
+                         scale_method=layer.spec.scale_method)
+        cls = QuantLinear if isinstance(layer, SupernetLinear) else QuantConv1d
+        replacements[name] = cls.from_float(layer, spec)  # type: ignore[arg-type]
+        chosen[name] = b
+    replace_modules_(model, replacements)
+    return Allocation(model_name, chosen)
+
+
+__all__ = [
+    "ANNEAL_KINDS",
+    "DEFAULT_CANDIDATES",
+    "SUPERNET_TYPES",
+    "SupernetConv1d",
+    "SupernetLinear",
+    "anneal_tau",
+    "architecture_parameters",
+    "candidate_qmax",
+    "candidate_scales",
+    "check_candidates",
+    "expected_average_bits",
+    "extract_",
+    "gumbel_softmax_weights",
+    "mixed_fake_quantize",
+    "prepare_supernet_",
+    "set_tau_",
+    "supernet_modules",
+]
