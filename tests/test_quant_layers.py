@@ -89,6 +89,26 @@ def test_forward_is_fake_quantized_effective_weight():
     assert torch.equal(model.pos(x), expected)
 
 
+@pytest.mark.parametrize("bits", range(1, 9), ids=lambda b: f"int{b}")
+@pytest.mark.parametrize("granularity", ["per_channel", "per_tensor"])
+def test_layer_fast_path_equals_primitive_values_and_gradient(bits, granularity):
+    # the layers use torch's fused fake-quant kernels for b >= 2; they must agree bit for bit
+    # with the primitive (itself checked against torch in test_quant_primitives)
+    model = stack()
+    prepare_(model, Allocation("stack", {"lin": bits, "conv": bits}),
+             QuantSpec(granularity=granularity))
+    for layer in (model.lin, model.conv):
+        w = layer.weight
+        w.data.mul_(1.5)  # make the weight differ from the one scales were first taken of
+        grad = torch.randn_like(w)
+        fast = layer.quantized_weight()
+        ref = fake_quantize(w, choose_scale(w, bits, granularity), bits)
+        assert torch.equal(fast, ref)
+        g_fast = torch.autograd.grad(fast, w, grad)[0]
+        g_ref = torch.autograd.grad(ref, w, grad)[0]
+        assert torch.equal(g_fast, g_ref)
+
+
 def test_learnable_scale_is_a_parameter_that_learns():
     model = stack()
     prepare_(model, Allocation("stack", {"lin": 3}), QuantSpec(learnable_scale=True))

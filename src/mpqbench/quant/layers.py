@@ -9,6 +9,15 @@ fake-quantizes the weight (STE); the bias stays fp32. Without a learnable scale 
 is recomputed from the current weight on each forward (``mse`` costs one pass per grid
 point, ``max`` one reduction).
 
+Speed: a QAT forward fake-quantizes every layer, so for b >= 2 with a fixed (non-learned)
+fp32 scale the layers call torch's fused kernels ``torch.fake_quantize_per_channel_affine``
+/ ``..._per_tensor_affine`` (zero point 0, range ``qrange(b)``): one kernel each way and a
+native backward instead of about eight eager ops and a Python backward. Those kernels are
+bitwise identical to :func:`mpqbench.quant.primitives.fake_quantize` in values and STE
+gradient (``tests/test_quant_primitives.py`` checks it, and it was checked on CUDA), so the
+packed model still reproduces the fake-quant outputs exactly. b = 1, learnable scales and
+other dtypes use the primitives.
+
 Parametrized weights: a layer whose ``weight`` is produced by a parametrization (wav2vec2's
 positional convolution uses ``torch.nn.utils.parametrizations.weight_norm``) keeps that
 parametrization -- the same ``original0``/``original1`` (g, v) Parameter objects -- and the
@@ -29,7 +38,13 @@ from torch.nn.utils import parametrize
 
 from mpqbench.quant.allocation import Allocation
 from mpqbench.quant.formats import QuantSpec
-from mpqbench.quant.primitives import choose_scale, fake_quantize, fake_quantize_lsq, quantize
+from mpqbench.quant.primitives import (
+    choose_scale,
+    fake_quantize,
+    fake_quantize_lsq,
+    qrange,
+    quantize,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +58,10 @@ class _FakeQuantMixin:
 
     def _init_quant(self, spec: QuantSpec) -> None:
         self.spec = spec
+        self._qrange = qrange(spec.bits)
+        channels = self.weight.shape[0] if spec.granularity == "per_channel" else 1
+        zero = torch.zeros(channels, dtype=torch.int32, device=self.weight.device)
+        self.register_buffer("_zero_point", zero, persistent=False)  # type: ignore[attr-defined]
         if spec.learnable_scale:
             with torch.no_grad():
                 init = self._choose_scale(self.weight.detach())
@@ -72,9 +91,20 @@ class _FakeQuantMixin:
     def quantized_weight(self) -> torch.Tensor:
         """The fake-quantized weight used by forward (differentiable via STE / LSQ)."""
         w = self.weight
+        bits = self.spec.bits
         if self.scale is not None:
-            return fake_quantize_lsq(w, self._learned_scale(), self.spec.bits)
-        return fake_quantize(w, self._choose_scale(w.detach()), self.spec.bits)
+            return fake_quantize_lsq(w, self._learned_scale(), bits)
+        scale = self._choose_scale(w.detach())
+        if bits >= 2 and scale.dtype == torch.float32:
+            qmin, qmax = self._qrange
+            if self.spec.granularity == "per_channel":
+                return torch.fake_quantize_per_channel_affine(
+                    w, scale.view(-1), self._zero_point, 0, qmin, qmax
+                )
+            return torch.fake_quantize_per_tensor_affine(
+                w, scale.view(()), self._zero_point.view(()), qmin, qmax
+            )
+        return fake_quantize(w, scale, bits)
 
     def codes(self) -> torch.Tensor:
         """int8 codes of the current weight (what ``convert_`` packs)."""

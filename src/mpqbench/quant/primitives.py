@@ -201,11 +201,21 @@ def dequantize(codes: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
 
 def _fq_forward(w: torch.Tensor, scale: torch.Tensor, bits: int) -> torch.Tensor:
     """Fake-quantized values without autograd bookkeeping (a fresh tensor)."""
+    return _fq_and_mask(w.detach(), scale, bits, need_mask=False)[0]
+
+
+def _fq_and_mask(
+    w: torch.Tensor, scale: torch.Tensor, bits: int, *, need_mask: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(fake-quantized w, STE mask or None); in-place ops on one fresh buffer (fast)."""
     if bits == 1:
-        return torch.where(w >= 0, 1.0, -1.0).to(w.dtype).mul_(scale)
+        out = torch.where(w >= 0, 1.0, -1.0).to(w.dtype).mul_(scale)
+        return out, (w.abs() <= SIGN_STE_CLIP) if need_mask else None
     qmin, qmax = qrange(bits)
-    q = torch.round(w * torch.reciprocal(scale))
-    return q.clamp_(qmin, qmax).mul_(scale)
+    q = torch.mul(w, torch.reciprocal(scale)).round_()
+    # symmetric range: qmin <= q <= qmax  <=>  |q| <= qmax
+    mask = q.abs() <= qmax if need_mask else None
+    return q.clamp_(qmin, qmax).mul_(scale), mask
 
 
 class _FakeQuantSTE(torch.autograd.Function):
@@ -213,16 +223,11 @@ class _FakeQuantSTE(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, w, scale, bits):  # type: ignore[override]
-        if bits == 1:
-            out = torch.where(w >= 0, 1.0, -1.0).to(w.dtype).mul_(scale)
-            if ctx.needs_input_grad[0]:
-                ctx.save_for_backward(w.abs() <= SIGN_STE_CLIP)
-            return out
-        qmin, qmax = qrange(bits)
-        q = torch.round(w * torch.reciprocal(scale))
-        if ctx.needs_input_grad[0]:
-            ctx.save_for_backward((q >= qmin) & (q <= qmax))
-        return q.clamp_(qmin, qmax).mul_(scale)
+        need = ctx.needs_input_grad[0]
+        out, mask = _fq_and_mask(w, scale, bits, need_mask=need)
+        if need:
+            ctx.save_for_backward(mask)
+        return out
 
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]
@@ -258,37 +263,33 @@ def _sum_to(t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
 
 
 class _FakeQuantLSQ(torch.autograd.Function):
-    """Fake quantization with the LSQ gradient to the scale."""
+    """Fake quantization with the LSQ gradient to the scale.
+
+    Saves only the STE mask and d out/d s per element, not the inputs.
+    """
 
     @staticmethod
     def forward(ctx, w, scale, bits, grad_factor):  # type: ignore[override]
-        ctx.bits, ctx.grad_factor = bits, grad_factor
+        ctx.grad_factor, ctx.scale_shape = grad_factor, scale.shape
         if bits == 1:
             sign = torch.where(w >= 0, 1.0, -1.0).to(w.dtype)
-            ctx.save_for_backward(w, scale, sign)
+            ctx.save_for_backward(w.abs() <= SIGN_STE_CLIP, sign)
             return sign * scale
         qmin, qmax = qrange(bits)
-        scaled = w * torch.reciprocal(scale)
+        scaled = torch.mul(w, torch.reciprocal(scale))
         q = torch.round(scaled)
-        ctx.save_for_backward(scaled, q, scale)
-        return q.clamp(qmin, qmax).mul_(scale)
+        inside = q.abs() <= qmax
+        q.clamp_(qmin, qmax)
+        # d out / d s = q - w/s inside the range, the clamp bound (qmin or qmax) outside
+        ds = q - scaled.mul_(inside)
+        ctx.save_for_backward(inside, ds)
+        return q.mul_(scale)
 
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]
-        bits, factor = ctx.bits, ctx.grad_factor
-        if bits == 1:
-            w, scale, sign = ctx.saved_tensors
-            grad_w = grad * (w.abs() <= SIGN_STE_CLIP)
-            grad_s = _sum_to(grad * sign, scale.shape) * factor
-            return grad_w, grad_s, None, None
-        scaled, q, scale = ctx.saved_tensors
-        qmin, qmax = qrange(bits)
-        below, above = q < qmin, q > qmax
-        inside = ~(below | above)
-        grad_w = grad * inside
-        ds = torch.where(inside, q - scaled, torch.where(below, float(qmin), float(qmax)))
-        grad_s = _sum_to(grad * ds, scale.shape) * factor
-        return grad_w, grad_s, None, None
+        mask, ds = ctx.saved_tensors
+        grad_s = _sum_to(grad * ds, ctx.scale_shape) * ctx.grad_factor
+        return grad * mask, grad_s, None, None
 
 
 def lsq_grad_factor(w: torch.Tensor, scale: torch.Tensor, bits: int) -> float:
