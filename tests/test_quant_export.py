@@ -115,7 +115,7 @@ def test_tiny_model_packed_reload_is_exact(tmp_path, name):
     alloc = allocation_for(speech, groups=groups)
     cycle = itertools.cycle(range(1, 9))
     alloc = alloc.with_bits({n: next(cycle) for n in alloc.layers})  # every b in 1..8
-    prepare_(speech.model, alloc, QuantSpec(learnable_scale=True))
+    assert prepare_(speech, alloc, QuantSpec(learnable_scale=True)) is speech
     batch = speech.make_batch(_utterances())
     with torch.no_grad():
         expected = speech.forward(batch).logits
@@ -131,7 +131,7 @@ def test_tiny_model_packed_reload_is_exact(tmp_path, name):
     assert set(packed_modules(skeleton.model)) == set(alloc.quantized)
     with torch.no_grad():
         assert torch.equal(skeleton.forward(batch).logits, expected)
-    convert_(speech.model)
+    assert convert_(speech) is speech
     with torch.no_grad():
         assert torch.equal(speech.forward(batch).logits, expected)
     assert info.file_bytes == info.header_bytes + info.accounted_bytes + info.buffer_bytes

@@ -34,6 +34,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mpqbench.quant._unwrap import unwrap_module
 from mpqbench.quant.allocation import Allocation
 from mpqbench.quant.layers import FAKE_QUANT_TYPES
 from mpqbench.quant.packed_layers import PACKED_TYPES
@@ -118,15 +119,6 @@ class Accounting:
         return out
 
 
-def _unwrap(model: Any) -> nn.Module:
-    inner = getattr(model, "model", None)
-    if not isinstance(model, nn.Module) and isinstance(inner, nn.Module):
-        return inner
-    if not isinstance(model, nn.Module):
-        raise ValueError(f"expected an nn.Module or SpeechModel, got {type(model).__name__}")
-    return model
-
-
 def _weight_shape(name: str, module: nn.Module) -> tuple[int, ...]:
     if isinstance(module, PACKED_TYPES):
         return tuple(module.weight_shape)
@@ -143,7 +135,7 @@ def layer_sizes(model: nn.Module, names: list[str] | tuple[str, ...]) -> dict[st
     Raises:
         ValueError: a name the model lacks, or a layer that is not Linear/Conv1d.
     """
-    model = _unwrap(model)
+    model = unwrap_module(model)
     modules = dict(model.named_modules())
     out = {}
     for name in names:
@@ -184,7 +176,7 @@ def account(
     Raises:
         ValueError: the allocation names a module the model lacks or a non Linear/Conv1d.
     """
-    model = _unwrap(model)
+    model = unwrap_module(model)
     allocation.check_model(model)
     modules = dict(model.named_modules())
     quantized = allocation.quantized

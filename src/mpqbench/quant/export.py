@@ -46,6 +46,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from mpqbench._atomic import atomic_path
+from mpqbench.quant._unwrap import unwrap_module
 from mpqbench.quant.accounting import account
 from mpqbench.quant.allocation import Allocation
 from mpqbench.quant.layers import FAKE_QUANT_TYPES, QuantConv1d, QuantLinear, replace_modules_
@@ -90,15 +91,6 @@ class ExportInfo:
         d = dict(vars(self))
         d["relative_to_accounting"] = self.relative_to_accounting
         return d
-
-
-def _unwrap(model: Any) -> nn.Module:
-    if isinstance(model, nn.Module):
-        return model
-    inner = getattr(model, "model", None)
-    if isinstance(inner, nn.Module):
-        return inner
-    raise ValueError(f"expected an nn.Module or SpeechModel, got {type(model).__name__}")
 
 
 def _packed_layers(model: nn.Module, allocation: Allocation) -> dict[str, nn.Module]:
@@ -148,7 +140,7 @@ def save_packed(model: Any, allocation: Allocation, path: str | os.PathLike[str]
         ValueError: a layer the allocation quantizes is not fake-quantized/packed, bits
             disagree, or the model has quantized layers the allocation lacks.
     """
-    module = _unwrap(model)
+    module = unwrap_module(model)
     allocation.check_model(module)
     packed = _packed_layers(module, allocation)
     paths: dict[int, list[str]] = {}
@@ -295,7 +287,7 @@ def load_packed(model_skeleton: Any, path: str | os.PathLike[str], *, cache: boo
     """
     path = Path(path)
     meta = read_packed_metadata(path)
-    module = _unwrap(model_skeleton)
+    module = unwrap_module(model_skeleton)
     allocation: Allocation = meta["allocation"]
     allocation.check_model(module, source=str(path))
     device = next(iter(module.parameters()), torch.empty(0)).device

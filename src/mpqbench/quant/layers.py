@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +37,7 @@ from torch import nn
 from torch.nn.modules.linear import NonDynamicallyQuantizableLinear
 from torch.nn.utils import parametrize
 
+from mpqbench.quant._unwrap import unwrap_module
 from mpqbench.quant.allocation import Allocation
 from mpqbench.quant.formats import QuantSpec
 from mpqbench.quant.primitives import (
@@ -225,41 +227,45 @@ def _quantizable(name: str, module: nn.Module) -> type[nn.Module]:
     )
 
 
-def prepare_(
-    model: nn.Module, allocation: Allocation, spec: QuantSpec | None = None
-) -> nn.Module:
+def prepare_(model: Any, allocation: Allocation, spec: QuantSpec | None = None) -> Any:
     """Swap every layer the allocation quantizes for its fake-quantized twin, in place.
 
     Args:
-        model: the ``nn.Module`` (e.g. ``SpeechModel.model``).
+        model: an ``nn.Module``, or a SpeechModel (its ``.model`` is modified).
         allocation: layer name -> bits; ``None`` entries are left untouched.
         spec: granularity, scale method and learnable-scale setting shared by all layers;
             its ``bits`` is replaced per layer by the allocation. Default ``QuantSpec()``
             (per channel, max scale, fixed).
 
     Returns:
-        ``model`` (modified in place). The latent weight Parameters are the same objects as
-        before, so an optimizer built earlier still updates them.
+        ``model`` (modified in place; the same object that was passed). The latent weight
+        Parameters are the same objects as before, so an optimizer built earlier still
+        updates them.
 
     Raises:
         ValueError: the allocation names a module the model lacks, a module that is not an
             ``nn.Linear``/``nn.Conv1d``, or one that is already fake-quantized.
     """
     spec = spec or QuantSpec()
-    allocation.check_model(model)
+    module = unwrap_module(model)
+    name_of = getattr(model, "name", None)
+    if isinstance(name_of, str) and name_of != allocation.model:
+        logger.warning("allocation made for %r applied to %r", allocation.model, name_of)
+    allocation.check_model(module)
     replacements: dict[str, nn.Module] = {}
     for name, bits in allocation.quantized.items():
-        module = model.get_submodule(name)
-        cls = _quantizable(name, module)
-        replacements[name] = cls.from_float(module, dataclasses.replace(spec, bits=bits))
-    replace_modules_(model, replacements)
+        layer = module.get_submodule(name)
+        cls = _quantizable(name, layer)
+        replacements[name] = cls.from_float(layer, dataclasses.replace(spec, bits=bits))
+    replace_modules_(module, replacements)
     logger.info("prepare_: %d layers fake-quantized", len(replacements))
     return model
 
 
-def fake_quant_modules(model: nn.Module) -> dict[str, _FakeQuantMixin]:
+def fake_quant_modules(model: Any) -> dict[str, _FakeQuantMixin]:
     """Name -> fake-quantized module, in model order (shared modules listed once)."""
-    return {n: m for n, m in model.named_modules() if isinstance(m, FAKE_QUANT_TYPES)}
+    items = unwrap_module(model).named_modules()
+    return {n: m for n, m in items if isinstance(m, FAKE_QUANT_TYPES)}
 
 
 __all__ = [

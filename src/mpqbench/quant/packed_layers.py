@@ -25,11 +25,13 @@ unpacked on every forward (packed memory only). The cache is refreshed after
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mpqbench.quant._unwrap import unwrap_module
 from mpqbench.quant.formats import check_bits
 from mpqbench.quant.layers import FAKE_QUANT_TYPES, QuantConv1d, QuantLinear, replace_modules_
 from mpqbench.quant.packing import pack, packed_nbytes, unpack
@@ -195,22 +197,24 @@ class PackedConv1d(_PackedBase):
 PACKED_TYPES: tuple[type[nn.Module], ...] = (PackedLinear, PackedConv1d)
 
 
-def convert_(model: nn.Module, *, cache: bool = True) -> nn.Module:
+def convert_(model: Any, *, cache: bool = True) -> Any:
     """Replace every fake-quantized layer with its packed integer-storage twin, in place.
 
     Args:
-        model: a model prepared with :func:`mpqbench.quant.layers.prepare_`.
+        model: a model prepared with :func:`mpqbench.quant.layers.prepare_` (an
+            ``nn.Module`` or a SpeechModel).
         cache: keep a dequantized copy of each weight for fast forwards (default), or
             unpack on every forward.
 
     Returns:
-        ``model``; its outputs equal the fake-quant model's outputs bit for bit.
+        ``model`` (the same object); its outputs equal the fake-quant model's bit for bit.
 
     Raises:
         ValueError: the model has no fake-quantized layer.
     """
+    root = unwrap_module(model)
     replacements: dict[str, nn.Module] = {}
-    for name, module in model.named_modules():
+    for name, module in root.named_modules():
         if isinstance(module, QuantLinear):
             replacements[name] = PackedLinear.from_quant(module, cache=cache)
         elif isinstance(module, QuantConv1d):
@@ -219,14 +223,15 @@ def convert_(model: nn.Module, *, cache: bool = True) -> nn.Module:
             assert not isinstance(module, FAKE_QUANT_TYPES)
     if not replacements:
         raise ValueError("convert_: the model has no fake-quantized layer (call prepare_ first)")
-    replace_modules_(model, replacements)
+    replace_modules_(root, replacements)
     logger.info("convert_: %d layers packed", len(replacements))
     return model
 
 
-def packed_modules(model: nn.Module) -> dict[str, _PackedBase]:
+def packed_modules(model: Any) -> dict[str, _PackedBase]:
     """Name -> packed module, in model order."""
-    return {n: m for n, m in model.named_modules() if isinstance(m, PACKED_TYPES)}
+    items = unwrap_module(model).named_modules()
+    return {n: m for n, m in items if isinstance(m, PACKED_TYPES)}
 
 
 __all__ = ["PACKED_TYPES", "PackedConv1d", "PackedLinear", "convert_", "packed_modules"]
