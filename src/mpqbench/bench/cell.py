@@ -53,6 +53,8 @@ class CellSpec:
         groups: layer groups eligible for quantization; rules: ``"PATTERN=BITS"`` overrides
             (``BITS`` may be ``none`` to keep a layer 32-bit).
         eval_batch_size, max_new_tokens: decoding settings.
+        eval_limit: evaluate a fixed seeded subset of this many utterances per split (None:
+            the whole split).
         teacher_top_k: top-k of the cached teacher distribution.
     """
 
@@ -69,6 +71,7 @@ class CellSpec:
     rules: tuple[str, ...] = ()
     eval_batch_size: int = 16
     max_new_tokens: int | None = None
+    eval_limit: int | None = None
     teacher_top_k: int = DEFAULT_TOP_K
 
     def __post_init__(self) -> None:
@@ -90,8 +93,16 @@ class CellSpec:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def reference(self) -> CellSpec:
-        """The fp32 cell this cell is compared with (same model, data, splits, decoding)."""
-        return dataclasses.replace(self, method=FP32, params={}, target=None)
+        """The fp32 cell this cell is compared with (same model, data, splits, decoding).
+
+        Budget, rules and method settings do not change a 32-bit system, so they are reset
+        to fixed values: every cell of a model shares one reference, whatever its seed.
+        """
+        return dataclasses.replace(
+            self, method=FP32, params={}, target=None, rules=(),
+            budget=Budget(train_steps=0, batch_size=1, dev_subset=1, seed=0),
+            teacher_top_k=DEFAULT_TOP_K,
+        )
 
 
 def split_record(result: EvalResult) -> dict[str, Any]:
@@ -144,6 +155,8 @@ def run_cell(
     """
     config = None if spec.method == FP32 else make_config(spec.method, spec.params)
     splits = {name: open_split(spec.data, name) for name in spec.eval_splits}
+    if spec.eval_limit is not None:
+        splits = {k: v.subset(min(spec.eval_limit, len(v)), seed=0) for k, v in splits.items()}
     model = load_model(spec.model, device=device)
     layer_groups = model.layer_groups()
     eligible = build_allocation(model.name, layer_groups, 8, groups=spec.groups, rules=spec.rules)

@@ -13,7 +13,11 @@ from mpqbench.errors import MpqbenchError
 
 #: Subcommand modules; each defines ``register(subparsers)`` which adds its parser and sets
 #: ``func`` (called with the parsed namespace, returns an exit code).
-COMMAND_MODULES = ("mpqbench.cli.eval_cmd", "mpqbench.cli.quantize_cmd")
+COMMAND_MODULES = (
+    "mpqbench.cli.eval_cmd",
+    "mpqbench.cli.quantize_cmd",
+    "mpqbench.cli.run_cmd",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

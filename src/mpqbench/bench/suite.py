@@ -1,0 +1,258 @@
+"""Benchmark suites: TOML files naming models x systems x targets x seeds and one budget.
+
+Format (every key is checked; unknown keys are refused)::
+
+    [suite]
+    name = "default"                  # results go to results/<name>/
+    description = "..."
+    data = "embedded"                 # or a LibriSpeech-layout root
+    eval_splits = ["test-clean", "test-other"]
+    models = ["whisper-tiny.en"]
+    seeds = [0]
+    groups = ["blocks"]               # layer groups to quantize
+    rules = []                        # "PATTERN=BITS" overrides
+    eval_batch_size = 16
+    max_new_tokens = 128              # optional
+    eval_limit = 40                   # optional: a fixed subset of each split
+
+    [budget]                          # the ONE budget every method gets
+    train_steps = 60
+    batch_size = 8
+    search_budget = 40
+    dev_subset = 32
+
+    [[systems]]                       # one per method configuration
+    method = "one_stage"
+    label = "one_stage"               # optional; defaults to the method name
+    avg_bits = [4, 3]                 # targets (or cr = [8.0])
+    params = { candidates = [2, 4, 8] }
+
+A 32-bit reference cell (method ``fp32``) is added per model; every compressed cell is
+tested against it. Validation happens before any model is loaded: the file and the field
+are named in every error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mpqbench.bench.cell import FP32, CellSpec
+from mpqbench.bench.workloads.registry import MODEL_REGISTRY
+from mpqbench.method import Budget, Target, available_methods, make_config
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
+
+_SUITE_KEYS = {
+    "name", "description", "data", "eval_splits", "models", "seeds", "groups", "rules",
+    "eval_batch_size", "max_new_tokens", "train_split", "dev_split", "eval_limit",
+}
+_SYSTEM_KEYS = {"method", "label", "avg_bits", "cr", "params"}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """A cell of a suite: its spec and a readable label."""
+
+    label: str
+    spec: CellSpec
+
+    @property
+    def key(self) -> str:
+        """File-name-safe unique key: label, model, target, seed, config hash."""
+        spec = self.spec
+        target = spec.target.label() if spec.target else "fp32"
+        model = "".join(c if c.isalnum() or c in "-." else "_" for c in spec.model)[-40:]
+        return f"{model}__{self.label}__{target}__s{spec.budget.seed}__{spec.config_hash()}"
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    description: str
+    path: Path
+    cells: tuple[Cell, ...]
+    budget: Budget
+
+    def references(self) -> list[Cell]:
+        return [c for c in self.cells if c.spec.method == FP32]
+
+    def compressed(self) -> list[Cell]:
+        return [c for c in self.cells if c.spec.method != FP32]
+
+
+def resolve_suite_path(name_or_path: str) -> Path:
+    """A suite file: an existing path, or the name of a suite shipped with mpqbench.
+
+    Raises:
+        ValueError: neither (the message lists the shipped suites).
+    """
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    shipped = SUITES_DIR / f"{name_or_path}.toml"
+    if shipped.is_file():
+        return shipped
+    names = sorted(p.stem for p in SUITES_DIR.glob("*.toml"))
+    raise ValueError(f"no suite {name_or_path!r}: not a file, and shipped suites are {names}")
+
+
+def load_suite(name_or_path: str) -> Suite:
+    """Parse and validate a suite file without loading any model.
+
+    Raises:
+        ValueError: malformed TOML, unknown or missing keys, unknown model or method,
+            bad method parameters, a target outside a method's candidate bits; the message
+            names the file and the field.
+    """
+    path = resolve_suite_path(name_or_path)
+    where = str(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{where}: not UTF-8 text ({exc})") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{where}: malformed TOML: {exc}") from exc
+    _only(raw, {"suite", "budget", "systems"}, where, "top level")
+    suite = _table(raw, "suite", where)
+    _only(suite, _SUITE_KEYS, where, "[suite]")
+    name = _get(suite, "name", str, where, "suite.name")
+    data = suite.get("data", "embedded")
+    models = _get(suite, "models", list, where, "suite.models")
+    for i, model in enumerate(models):
+        if not isinstance(model, str):
+            raise ValueError(f"{where}: suite.models[{i}] must be a string")
+        if model not in MODEL_REGISTRY and not Path(model).expanduser().is_dir():
+            raise ValueError(
+                f"{where}: suite.models[{i}] = {model!r} is neither a registered model "
+                f"({', '.join(sorted(MODEL_REGISTRY))}) nor a local directory"
+            )
+    seeds = suite.get("seeds", [0])
+    if not isinstance(seeds, list) or not all(isinstance(s, int) for s in seeds) or not seeds:
+        raise ValueError(f"{where}: suite.seeds must be a non-empty list of integers")
+    budget_raw = _table(raw, "budget", where)
+    try:
+        _only(budget_raw, {f.name for f in dataclasses.fields(Budget)} - {"seed"}, where,
+              "[budget]")
+        budget = Budget(**budget_raw, seed=seeds[0])
+    except TypeError as exc:
+        raise ValueError(f"{where}: [budget]: {exc}") from exc
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from exc
+    common = {
+        "data": data,
+        "eval_splits": tuple(_get(suite, "eval_splits", list, where, "suite.eval_splits",
+                                  default=["test-clean", "test-other"])),
+        "groups": tuple(_get(suite, "groups", list, where, "suite.groups", default=["blocks"])),
+        "rules": tuple(_get(suite, "rules", list, where, "suite.rules", default=[])),
+        "eval_batch_size": _get(suite, "eval_batch_size", int, where, "suite.eval_batch_size",
+                                default=16),
+        "max_new_tokens": suite.get("max_new_tokens"),
+        "eval_limit": suite.get("eval_limit"),
+        "train_split": suite.get("train_split", "train"),
+        "dev_split": suite.get("dev_split", "dev"),
+    }
+    systems = raw.get("systems", [])
+    if not isinstance(systems, list):
+        raise ValueError(f"{where}: systems must be an array of tables ([[systems]])")
+    cells: list[Cell] = []
+    for model in models:
+        ref = CellSpec(model=model, method=FP32, budget=budget, **common).reference()
+        cells.append(Cell(FP32, ref))
+    labels: set[str] = set()
+    methods = available_methods()
+    for i, system in enumerate(systems):
+        field = f"systems[{i}]"
+        if not isinstance(system, Mapping):
+            raise ValueError(f"{where}: {field} must be a table")
+        _only(system, _SYSTEM_KEYS, where, field)
+        method = _get(system, "method", str, where, f"{field}.method")
+        if method not in methods:
+            raise ValueError(
+                f"{where}: {field}.method = {method!r} is not a method; known: {methods}"
+            )
+        label = system.get("label", method)
+        if label in labels or label == FP32:
+            raise ValueError(f"{where}: {field}.label {label!r} is used twice (or reserved)")
+        labels.add(label)
+        params = system.get("params", {})
+        try:
+            config = make_config(method, params)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{where}: {field}.params: {exc}") from exc
+        targets = _targets(system, where, field, config)
+        for model in models:
+            for seed in seeds:
+                for target in targets:
+                    spec = CellSpec(
+                        model=model, method=method, params=params, target=target,
+                        budget=dataclasses.replace(budget, seed=seed), **common,
+                    )
+                    cells.append(Cell(label, spec))
+    return Suite(name=name, description=suite.get("description", ""), path=path,
+                 cells=tuple(cells), budget=budget)
+
+
+def _targets(system: Mapping[str, Any], where: str, field: str, config: Any) -> list[Target]:
+    has_bits, has_cr = "avg_bits" in system, "cr" in system
+    if has_bits == has_cr:
+        raise ValueError(f"{where}: {field} needs exactly one of avg_bits = [...] or cr = [...]")
+    key = "avg_bits" if has_bits else "cr"
+    values = system[key]
+    if not isinstance(values, list) or not values:
+        raise ValueError(f"{where}: {field}.{key} must be a non-empty list of numbers")
+    candidates = getattr(config, "candidates", None)
+    out = []
+    for j, value in enumerate(values):
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise ValueError(f"{where}: {field}.{key}[{j}] = {value!r} is not a number")
+        try:
+            target = Target(avg_bits=value) if has_bits else Target(compression_ratio=value)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {field}.{key}[{j}]: {exc}") from exc
+        if has_bits and candidates and not min(candidates) <= value <= max(candidates):
+            raise ValueError(
+                f"{where}: {field}.avg_bits[{j}] = {value} is outside the method's candidate "
+                f"bits {tuple(candidates)} (reachable: {min(candidates)}..{max(candidates)})"
+            )
+        if has_bits and not candidates and not 1 <= value <= 8:
+            raise ValueError(f"{where}: {field}.avg_bits[{j}] = {value} is outside 1..8 bits")
+        out.append(target)
+    return out
+
+
+def _table(raw: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
+    value = raw.get(key)
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{where}: missing [{key}] table")
+    return value
+
+
+def _only(table: Mapping[str, Any], allowed: set[str], where: str, what: str) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown} in {what}; allowed: {sorted(allowed)}")
+
+
+def _get(table: Mapping[str, Any], key: str, kind: type, where: str, field: str,
+         default: Any = dataclasses.MISSING) -> Any:
+    if key not in table:
+        if default is dataclasses.MISSING:
+            raise ValueError(f"{where}: missing {field}")
+        return default
+    value = table[key]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ValueError(f"{where}: {field} must be a {kind.__name__}, got {value!r}")
+    return value
+
+
+__all__ = ["SUITES_DIR", "Cell", "Suite", "load_suite", "resolve_suite_path"]

@@ -1,0 +1,58 @@
+"""``mpqbench run SUITE``: run or resume a benchmark suite."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import torch
+
+from mpqbench.bench.runner import parse_shard, record_path, run_suite, shard_cells
+from mpqbench.bench.suite import load_suite
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``run`` subcommand."""
+    p = subparsers.add_parser(
+        "run", help="run or resume a benchmark suite (smoke, default, ablation, paper or a file)",
+        description="Run every cell of a suite; finished cells (records that exist) are skipped.",
+    )
+    p.add_argument("suite", help="a shipped suite name or a suite TOML file")
+    p.add_argument("--results", type=Path, default=Path("results"), help="results root")
+    p.add_argument("--name", default=None,
+                   help="results subdirectory (default: the suite name), e.g. default-gpu")
+    p.add_argument("--shard", default="0/1", help="run shard i of n (i/n, default 0/1)")
+    p.add_argument("--overwrite", action="store_true", help="rerun cells that have a record")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--dry-run", action="store_true",
+                   help="validate the suite and list its cells; load no model")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    suite = load_suite(args.suite)
+    shard = parse_shard(args.shard)
+    name = args.name or suite.name
+    if args.dry_run:
+        cells = suite.references() + shard_cells(suite, shard)
+        print(f"suite {suite.name} ({suite.path}): {len(suite.cells)} cells, "
+              f"shard {args.shard}: {len(cells)}")
+        for cell in cells:
+            done = record_path(args.results, name, cell).exists()
+            print(f"  {'done' if done else 'todo'}  {cell.key}")
+        return 0
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    summary = run_suite(suite, results=args.results, name=name, shard=shard,
+                        overwrite=args.overwrite, device=device, progress=not args.no_progress)
+    print(f"suite {suite.name}: ran {len(summary.ran)} cells, skipped {len(summary.skipped)} "
+          f"(records in {args.results / name / 'records'})")
+    return 0
+
+
+__all__ = ["register", "run"]

@@ -1,0 +1,134 @@
+"""Suites: validation before any model loads, resume, shards, overwrite."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from librispeech_tree import make_chapter
+from mpqbench.bench.runner import parse_shard, run_suite, shard_cells
+from mpqbench.bench.suite import load_suite
+from mpqbench.cli import main
+
+TEXTS = ["THE CAT SAT", "A DOG RAN HOME", "BIRDS SING IN TREES", "WE WALK TO TOWN"]
+
+SUITE = """
+[suite]
+name = "mini"
+data = "{data}"
+eval_splits = ["test-clean"]
+models = ["tiny-ctc"]
+seeds = [0]
+max_new_tokens = 8
+
+[budget]
+train_steps = 1
+batch_size = 2
+search_budget = 1
+dev_subset = 2
+
+[[systems]]
+method = "uniform"
+avg_bits = [8, 4]
+"""
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus")
+    for split, speaker in (("train", "1"), ("dev", "2"), ("test-clean", "3")):
+        make_chapter(root / split, speaker, "10", TEXTS, seconds=0.6)
+    return root
+
+
+def write(tmp_path: Path, text: str, name: str = "suite.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_run_resume_and_overwrite(corpus, tmp_path):
+    suite = load_suite(str(write(tmp_path, SUITE.format(data=corpus))))
+    assert [c.label for c in suite.cells] == ["fp32", "uniform", "uniform"]
+    results = tmp_path / "results"
+    first = run_suite(suite, results=results, progress=False)
+    assert len(first.ran) == 3 and not first.skipped
+    records = sorted((results / "mini" / "records").glob("*.json"))
+    assert len(records) == 3
+    before = {p.name: p.read_text() for p in records}
+    again = run_suite(suite, results=results, progress=False)
+    assert not again.ran and len(again.skipped) == 3
+    assert before == {p.name: p.read_text() for p in records}  # nothing rewritten
+    over = run_suite(suite, results=results, overwrite=True, progress=False)
+    assert len(over.ran) == 3
+    rec = json.loads(records[0].read_text())
+    assert rec["suite"]["name"] == "mini"
+
+
+def test_shards_partition_the_compressed_cells(corpus, tmp_path):
+    suite = load_suite(str(write(tmp_path, SUITE.format(data=corpus))))
+    parts = [shard_cells(suite, (i, 2)) for i in range(2)]
+    keys = [c.key for part in parts for c in part]
+    assert sorted(keys) == sorted(c.key for c in suite.compressed())
+    assert len(set(keys)) == len(keys)
+    results = tmp_path / "r"
+    s1 = run_suite(suite, results=results, shard=(1, 2), progress=False)
+    assert len(s1.ran) == 2  # its cell + the fp32 reference it needs
+    s0 = run_suite(suite, results=results, shard=(0, 2), progress=False)
+    assert len(s0.ran) == 1 and len(s0.skipped) == 1
+
+
+def test_parse_shard():
+    assert parse_shard("2/4") == (2, 4)
+    for bad in ("4/4", "x", "1/0", "-1/2"):
+        with pytest.raises(ValueError, match="--shard"):
+            parse_shard(bad)
+
+
+BAD = {
+    "malformed": ("[suite\nname=", "malformed TOML"),
+    "unknown-method": (SUITE.replace('method = "uniform"', 'method = "magic"'),
+                       "systems[0].method = 'magic'"),
+    "unknown-model": (SUITE.replace('["tiny-ctc"]', '["no-such-model"]'),
+                      "suite.models[0] = 'no-such-model'"),
+    "unknown-key": (SUITE.replace("seeds = [0]", "seeds = [0]\ncolour = 1"), "colour"),
+    "bits-outside-candidates": (
+        SUITE.replace('method = "uniform"\navg_bits = [8, 4]',
+                      'method = "one_stage"\navg_bits = [1.5]'),
+        "outside the method's candidate bits"),
+    "bad-param": (SUITE.replace("avg_bits = [8, 4]", "avg_bits = [8]\nparams = { nope = 1 }"),
+                  "systems[0].params"),
+    "missing-budget": (SUITE.split("[budget]")[0], "missing [budget]"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_suites_are_refused_naming_file_and_field(corpus, tmp_path, case, monkeypatch):
+    import mpqbench.bench.cell as cell
+    import mpqbench.bench.workloads.registry as registry
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("a model was loaded for an invalid suite")
+
+    monkeypatch.setattr(registry, "load_model", no_loading)
+    monkeypatch.setattr(cell, "load_model", no_loading)
+    text, expected = BAD[case]
+    path = write(tmp_path, text.replace("{data}", str(corpus)))
+    with pytest.raises(ValueError) as info:
+        load_suite(str(path))
+    assert str(path) in str(info.value) and expected in str(info.value)
+
+
+def test_cli_dry_run_lists_cells_without_loading(corpus, tmp_path, capsys):
+    path = write(tmp_path, SUITE.format(data=corpus))
+    assert main(["run", str(path), "--dry-run", "--results", str(tmp_path / "res")]) == 0
+    out = capsys.readouterr().out
+    assert "3 cells" in out and out.count("todo") == 3
+
+
+def test_shipped_suites_validate():
+    for name in ("smoke",):
+        suite = load_suite(name)
+        assert suite.references() and suite.compressed()
