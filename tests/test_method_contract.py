@@ -24,10 +24,13 @@ from mpqbench.quant.teacher import build_teacher_cache
 #: How far a mixed-precision method's average bits may sit above its target.
 TOLERANCE_BITS = 0.25
 
-METHODS: list[tuple[str, dict]] = [
+METHODS: list = [  # (name, params), or pytest.param((name, params), id=...)
     ("uniform", {}),
     ("one_stage", {"arch_lr": 0.05, "pass2_frac": 0.34}),
     ("optuna", {"dev_batch_size": 3, "population_size": 4}),
+    pytest.param(("two_stage", {"stage1": "hessian"}), id="two_stage-hessian"),
+    pytest.param(("two_stage", {"stage1": "kl"}), id="two_stage-kl"),
+    pytest.param(("two_stage", {"stage1": "dnas", "arch_lr": 0.05}), id="two_stage-dnas"),
 ]
 
 TEXTS = ["THE CAT SAT", "A DOG RAN HOME", "BIRDS SING", "WE WALK TO TOWN", "IT IS COLD"]
@@ -59,7 +62,7 @@ def run(name: str, params: dict, target: Target, seed: int = 0) -> tuple[Workloa
     return workload, result
 
 
-@pytest.fixture(params=METHODS, ids=[m[0] for m in METHODS])
+@pytest.fixture(params=METHODS, ids=[m[0] if isinstance(m[0], str) else None for m in METHODS])
 def method(request):
     return request.param
 
