@@ -1,5 +1,22 @@
-"""Precision-search methods: the one-stage supernet method and Optuna search."""
+"""Precision-search methods: the one-stage supernet method and Optuna search.
+
+Optuna search (implementation modules ``optuna_search``, ``optuna_storage``, ``ptq_proxy``):
+:class:`OptunaConfig`, :func:`run_optuna` (registered as ``"optuna"``),
+:func:`search_allocation` (the search stage alone), :class:`PTQProxy` (KL / WER scores of an
+allocation by post-training quantization), :func:`open_storage` (storage URL -> Optuna
+storage).
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from mpqbench.search.optuna_search import OptunaConfig, run_optuna, search_allocation
+from mpqbench.search.optuna_storage import open_storage
+from mpqbench.search.ptq_proxy import PTQProxy
+
+__all__: list[str] = [
+    "OptunaConfig",
+    "PTQProxy",
+    "open_storage",
+    "run_optuna",
+    "search_allocation",
+]
