@@ -274,6 +274,7 @@ def test_target_below_every_candidate_is_refused(workload):
         {"warm_starts": -1},
         {"storage": ""},
         {"heartbeat_interval": 5},
+        {"storage": "sqlite:///x.db", "worker": 1},
     ],
 )
 def test_config_validation(kw):

@@ -60,7 +60,8 @@ Budget, storage and resume (DESIGN.md section 8, issue 6):
   the study is complete) and selects from every trial in the study. The sampler restarts
   from its seed, so a resumed study's later trials differ from an uninterrupted run's; the
   selection rule is the same.
-- Parallel workers: give each a distinct ``worker`` index (it offsets the sampler seed).
+- Parallel workers: give each a distinct ``worker`` index (it offsets the sampler seed);
+  ``worker > 0`` with an SQLite URL is refused (one writer at a time).
   Without heartbeats the budget check counts COMPLETE trials, so workers finishing at once
   may overshoot by at most (workers - 1) trials. With ``heartbeat_interval`` (RDB storages)
   running trials count too, a dead worker's trial is failed after the grace period and its
@@ -219,6 +220,12 @@ class OptunaConfig:
             )
         if self.heartbeat_interval is not None and self.storage is None:
             raise ValueError("optuna.heartbeat_interval needs a database storage URL")
+        if self.worker > 0 and self.storage is not None and self.storage.startswith("sqlite"):
+            raise ValueError(
+                f"optuna.storage {self.storage!r} with worker={self.worker}: SQLite allows one "
+                "writer at a time and parallel workers fail on its locks; use a server "
+                "database (postgresql://...) or journal:PATH on a shared file system"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
