@@ -334,6 +334,9 @@ def test_search_budget_zero_is_refused():
         ({"anneal": "cosine"}, "anneal"),
         ({"arch_lr": 0.0}, "arch_lr"),
         ({"budget_weight": -1.0}, "budget_weight"),
+        ({"budget_mode": "hinge"}, "budget_mode"),
+        ({"dual_lr": float("nan")}, "dual_lr"),
+        ({"hard": 1}, "hard"),
         ({"probes_per_batch": 0}, "probes_per_batch"),
     ],
 )

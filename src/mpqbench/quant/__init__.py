@@ -11,6 +11,8 @@ Public API (implementation modules: ``formats``, ``primitives``, ``packing``,
   :data:`PACKERS`
 - allocation: :class:`Allocation`, :class:`LayerRule`, :func:`build_allocation`,
   :func:`allocation_for`
+- allocator (exact bits under an average-bits target): :func:`allocate_bits`,
+  :class:`BitAllocation`
 - layers: :class:`QuantLinear`, :class:`QuantConv1d`, :func:`prepare_`,
   :class:`PackedLinear`, :class:`PackedConv1d`, :func:`convert_`
 - accounting: :func:`account`, :func:`layer_sizes`, :class:`Accounting`, :class:`Figure`,
@@ -29,6 +31,7 @@ from mpqbench.quant.allocation import (
     allocation_for,
     build_allocation,
 )
+from mpqbench.quant.allocator import BitAllocation, allocate_bits
 from mpqbench.quant.export import ExportInfo, load_packed, read_packed_metadata, save_packed
 from mpqbench.quant.formats import GRANULARITIES, SCALE_METHODS, QuantSpec, check_bits
 from mpqbench.quant.layers import (
@@ -58,6 +61,7 @@ __all__ = [
     "SCALE_METHODS",
     "Accounting",
     "Allocation",
+    "BitAllocation",
     "BitPacker",
     "ExportInfo",
     "Figure",
@@ -70,6 +74,7 @@ __all__ = [
     "QuantSpec",
     "absmax",
     "account",
+    "allocate_bits",
     "allocation_for",
     "build_allocation",
     "check_bits",
