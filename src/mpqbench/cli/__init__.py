@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "mpqbench.cli.eval_cmd",
     "mpqbench.cli.quantize_cmd",
     "mpqbench.cli.run_cmd",
+    "mpqbench.cli.report_cmd",
 )
 
 

@@ -1,0 +1,206 @@
+"""The paper's headline comparisons, computed from records (DESIGN.md sections 1 and 6).
+
+Xu et al. (2025) report, per model: one-stage MPQ's lossless compression ratio up to 1.7x
+uniform precision's and 1.9x two-stage MPQ's, and a two-stage / one-stage compression time
+ratio of 1.9x (wav2vec2-base) and 1.5x (HuBERT-large). This module computes the same three
+ratios from a suite's cells and words the comparison with nothing but the measured numbers:
+an undefined ratio says which method has no lossless system, a ratio below 1 says plainly
+that one_stage lost.
+
+Grouping: a method's lossless CR is the largest CR among *all* its lossless cells of that
+model (every label, target and seed of the method). Compression time ratios pair cells of
+the same model, target, seed and device (one pair per two_stage label), and sum seconds over
+the matched pairs; the shared 32-bit teacher cache is in neither side.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from mpqbench.bench.stats import lossless_compression_ratios
+
+__all__ = [
+    "PAPER",
+    "HeadlineModel",
+    "Ratio",
+    "TimePair",
+    "cells_of",
+    "cr_sentence",
+    "headline",
+    "time_sentence",
+]
+
+#: The paper's reported figures (Xu et al. 2025, abstract).
+PAPER = {"cr_vs_uniform": 1.7, "cr_vs_two_stage": 1.9, "time_low": 1.5, "time_high": 1.9}
+
+ONE, UNIFORM, TWO = "one_stage", "uniform", "two_stage"
+_EPS = 1e-9
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """``numerator / denominator`` or why it is undefined.
+
+    Attributes:
+        value: the ratio, or None.
+        numerator, denominator: the two numbers (None when missing).
+        reason: why ``value`` is None ("" when defined).
+    """
+
+    value: float | None
+    numerator: float | None
+    denominator: float | None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class TimePair:
+    """A two_stage cell and the one_stage cell matched to it."""
+
+    target: str
+    seed: int
+    device: str
+    two_label: str
+    one_label: str
+    two_seconds: float
+    one_seconds: float
+
+    @property
+    def ratio(self) -> float:
+        return self.two_seconds / self.one_seconds if self.one_seconds > 0 else math.inf
+
+
+@dataclass
+class HeadlineModel:
+    """Headline numbers of one model."""
+
+    model: str
+    lossless_cr: dict[str, float | None]
+    systems: dict[str, tuple[int, int]]  # method -> (cells, lossless cells)
+    cr_vs_uniform: Ratio
+    cr_vs_two_stage: Ratio
+    time_pairs: list[TimePair] = field(default_factory=list)
+    time_ratio: Ratio = field(default_factory=lambda: Ratio(None, None, None, "no pairs"))
+    unmatched_time: list[str] = field(default_factory=list)
+
+
+def cells_of(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per cell (the first split's row) of a :func:`records_table` frame."""
+    return table.drop_duplicates(subset=["record_file", "config_hash"], keep="first")
+
+
+def _cr_ratio(crs: dict[str, float | None], num: str, den: str) -> Ratio:
+    a, b = crs.get(num), crs.get(den)
+    missing = [m for m in (num, den) if m not in crs]
+    if missing:
+        return Ratio(None, a, b, f"no {' and no '.join(missing)} cells in the records")
+    empty = [m for m in (num, den) if crs[m] is None]
+    if empty:
+        has = " and ".join(empty)
+        return Ratio(None, a, b, f"{has} {'has' if len(empty) == 1 else 'have'} no lossless "
+                                 "system (every one is significantly worse than 32-bit)")
+    assert a is not None and b is not None
+    return Ratio(a / b, a, b)
+
+
+def _time_pairs(cells: pd.DataFrame) -> tuple[list[TimePair], list[str]]:
+    ones = cells[cells.method == ONE]
+    twos = cells[cells.method == TWO]
+    pairs, unmatched = [], []
+    for _, two in twos.iterrows():
+        match = ones[(ones.target == two.target) & (ones.seed == two.seed)
+                     & (ones.device == two.device)]
+        if match.empty:
+            unmatched.append(f"{two.label} {two.target} seed {two.seed}")
+            continue
+        for _, one in match.iterrows():
+            pairs.append(TimePair(
+                target=two.target, seed=int(two.seed), device=two.device,
+                two_label=two.label, one_label=one.label,
+                two_seconds=float(two.compression_seconds),
+                one_seconds=float(one.compression_seconds),
+            ))
+    return pairs, unmatched
+
+
+def headline(table: pd.DataFrame) -> list[HeadlineModel]:
+    """The headline ratios per model of a :func:`records_table` frame.
+
+    Args:
+        table: the tidy table of a suite's records.
+
+    Returns:
+        One :class:`HeadlineModel` per model, in order of first appearance.
+    """
+    cells = cells_of(table)
+    out = []
+    for model in dict.fromkeys(cells.model):
+        mine = cells[(cells.model == model) & (cells.method != "fp32")]
+        rows = [(r.method, float(r.cr), bool(r.lossless)) for r in mine.itertuples()]
+        crs = lossless_compression_ratios(rows)
+        systems = {m: (int((mine.method == m).sum()), int(mine[mine.method == m].lossless.sum()))
+                   for m in crs}
+        pairs, unmatched = _time_pairs(mine)
+        two = sum(p.two_seconds for p in pairs)
+        one = sum(p.one_seconds for p in pairs)
+        if not pairs:
+            reason = ("no two_stage and one_stage cells of the same target, seed and device"
+                      if (mine.method == TWO).any() and (mine.method == ONE).any()
+                      else "the records lack two_stage or one_stage cells")
+            time_ratio = Ratio(None, None, None, reason)
+        elif one <= 0:
+            time_ratio = Ratio(None, two, one, "one_stage recorded zero seconds")
+        else:
+            time_ratio = Ratio(two / one, two, one)
+        out.append(HeadlineModel(
+            model=model, lossless_cr=crs, systems=systems,
+            cr_vs_uniform=_cr_ratio(crs, ONE, UNIFORM),
+            cr_vs_two_stage=_cr_ratio(crs, ONE, TWO),
+            time_pairs=pairs, time_ratio=time_ratio, unmatched_time=unmatched,
+        ))
+    return out
+
+
+def _versus(value: float, paper: float) -> str:
+    if abs(value - paper) < 0.005:
+        return f"equal to the paper's {paper:g}x (to two decimals)"
+    return f"{'below' if value < paper else 'above'} the paper's {paper:g}x"
+
+
+def cr_sentence(ratio: Ratio, other: str, paper: float) -> str:
+    """One sentence on one_stage's lossless CR over ``other``'s, against the paper's figure."""
+    if ratio.value is None:
+        return (f"one_stage / {other} lossless CR: undefined, because {ratio.reason}; "
+                f"the paper reports up to {paper:g}x.")
+    head = (f"one_stage / {other} lossless CR = {ratio.numerator:.2f}x / "
+            f"{ratio.denominator:.2f}x = **{ratio.value:.2f}x** (paper: up to {paper:g}x).")
+    if ratio.value < 1 - _EPS:
+        return (f"{head} one_stage loses here: its lossless CR is lower than {other}'s, the "
+                "opposite of the paper's finding.")
+    if ratio.value <= 1 + _EPS:
+        return f"{head} No gain here: one_stage and {other} reach the same lossless CR."
+    return f"{head} one_stage reaches a higher lossless CR than {other}, " \
+           f"{_versus(ratio.value, paper)}."
+
+
+def time_sentence(ratio: Ratio, pairs: Iterable[TimePair]) -> str:
+    """One sentence on the two_stage / one_stage compression time ratio against 1.5-1.9x."""
+    low, high = PAPER["time_low"], PAPER["time_high"]
+    paper = f"the paper reports {low:g}x (HuBERT-large) to {high:g}x (wav2vec2-base)"
+    if ratio.value is None:
+        return f"two_stage / one_stage compression time: undefined, because {ratio.reason}; " \
+               f"{paper}."
+    per = [p.ratio for p in pairs]
+    spread = (f" (per matched pair {min(per):.2f}x-{max(per):.2f}x)" if len(per) > 1 else "")
+    head = (f"two_stage / one_stage compression time = {ratio.numerator:.1f} s / "
+            f"{ratio.denominator:.1f} s = **{ratio.value:.2f}x**{spread}; {paper}.")
+    if ratio.value < 1 - _EPS:
+        return f"{head} one_stage was slower here: it took longer than two_stage."
+    if low - 0.005 <= ratio.value <= high + 0.005:
+        return f"{head} The measured ratio lies within the paper's range."
+    side = "below" if ratio.value < low else "above"
+    return f"{head} The measured ratio lies {side} the paper's range."

@@ -1,0 +1,260 @@
+"""Report plots (matplotlib, no pyplot state, Agg canvas): one PNG per model and view.
+
+- :func:`plot_wer_vs_cr`: WER against compression ratio per method, one panel per evaluated
+  split; filled markers are lossless systems, hollow ones are significantly worse than
+  32-bit on some split; the 32-bit system is a black star.
+- :func:`plot_bit_allocation`: per-layer bits of every mixed-precision system (layers in
+  model order, short names), discrete colour scale.
+- :func:`plot_compression_time`: compression wall clock per system, stacked by stage.
+
+Every figure is written atomically (temporary file beside the target, then rename).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.colors import BoundaryNorm, ListedColormap
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, NullFormatter
+
+from mpqbench._atomic import atomic_path
+from mpqbench.bench.headline import cells_of
+from mpqbench.bench.layer_names import model_order, short_names
+
+__all__ = [
+    "MIXED_EXCLUDED",
+    "method_order",
+    "plot_bit_allocation",
+    "plot_compression_time",
+    "plot_wer_vs_cr",
+    "save_figure",
+    "sort_cells",
+]
+
+#: Methods whose allocation is not mixed precision by construction.
+MIXED_EXCLUDED = ("fp32", "uniform")
+_METHOD_RANK = {"fp32": 0, "uniform": 1, "one_stage": 2, "two_stage": 3, "optuna": 4}
+_MARKERS = ("o", "s", "D", "^", "v", "P", "X", "<", ">", "h", "p", "*")
+_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
+            "#17becf", "#7f7f7f", "#bcbd22")
+_DPI = 110
+
+
+def method_order(labels: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """``(method, label)`` pairs sorted: fp32, uniform, one_stage, two_stage, optuna, rest."""
+    return sorted(dict.fromkeys(labels), key=lambda ml: (_METHOD_RANK.get(ml[0], 9), ml[1]))
+
+
+def sort_cells(cells: pd.DataFrame) -> pd.DataFrame:
+    """Cells in report order: by method (:func:`method_order`), label, target (most bits
+    first), seed."""
+    pairs = list(zip(cells.method, cells.label, strict=True))
+    order = {lab: k for k, (_, lab) in enumerate(method_order(pairs))}
+    return cells.assign(_o=cells.label.map(order)).sort_values(
+        ["_o", "target_avg_bits", "target_cr", "seed"], ascending=[True, False, True, True])
+
+
+def save_figure(fig: Figure, path: Path) -> Path:
+    """Write ``fig`` as PNG to ``path`` atomically; returns ``path``."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=_DPI, bbox_inches="tight")
+    return path
+
+
+def _style(labels: Sequence[tuple[str, str]]) -> dict[str, tuple[str, str]]:
+    """label -> (colour, marker), stable for a given set of labels."""
+    ordered = [lab for _, lab in method_order(labels)]
+    return {lab: (_COLOURS[k % len(_COLOURS)], _MARKERS[k % len(_MARKERS)])
+            for k, lab in enumerate(ordered)}
+
+
+def _cr_axis(ax: Any, crs: Sequence[float]) -> None:
+    lo, hi = min(crs), max(crs)
+    if hi / lo >= 4:
+        ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    else:
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.2g}x"))
+        pad = max(0.05, 0.06 * (hi - lo))
+        ax.set_xlim(lo - pad, hi + pad)
+
+
+def plot_wer_vs_cr(table: pd.DataFrame, model: str, path: Path) -> Path:
+    """WER (%) against compression ratio for every system of ``model``, a panel per split.
+
+    Args:
+        table: a :func:`mpqbench.bench.table.records_table` frame.
+        model: the model whose rows are drawn.
+        path: the PNG to write.
+
+    Returns:
+        ``path``.
+    """
+    rows = table[table.model == model]
+    splits = list(dict.fromkeys(rows.split))
+    styles = _style(list(zip(rows.method, rows.label, strict=True)))
+    fig = Figure(figsize=(6.0 * len(splits) + 0.5, 5.0), layout="constrained")
+    axes = fig.subplots(1, len(splits), squeeze=False)[0]
+    for ax, split in zip(axes, splits, strict=True):
+        part = rows[rows.split == split]
+        for label, (colour, marker) in styles.items():
+            sel = part[part.label == label]
+            if sel.empty:
+                continue
+            if (sel.method == "fp32").all():
+                ax.scatter(sel.cr, 100 * sel.wer, marker="*", s=220, color="black", zorder=4)
+                ax.axhline(100 * sel.wer.mean(), color="black", lw=0.8, ls=":", zorder=1)
+                continue
+            mean = sel.groupby("cr", as_index=False).wer.mean().sort_values("cr")
+            ax.plot(mean.cr, 100 * mean.wer, color=colour, lw=1.2, alpha=0.7, zorder=2)
+            for lossless, face in ((True, colour), (False, "white")):
+                pts = sel[sel.lossless == lossless]
+                ax.scatter(pts.cr, 100 * pts.wer, marker=marker, s=70, facecolors=face,
+                           edgecolors=colour, linewidths=1.6, zorder=3)
+        _cr_axis(ax, list(rows.cr))
+        ax.set_xlabel("compression ratio (32-bit size / compressed size, x)")
+        ax.set_ylabel("WER (%)")
+        ax.set_title(f"{split}")
+        ax.grid(True, alpha=0.3)
+    handles = [Line2D([], [], color="black", marker="*", ls=":", ms=12, label="32-bit")]
+    handles += [Line2D([], [], color=c, marker=m, ms=8, label=lab)
+                for lab, (c, m) in styles.items() if lab != "fp32"]
+    handles += [
+        Line2D([], [], color="gray", marker="o", ls="", ms=8, label="filled: lossless"),
+        Line2D([], [], color="gray", marker="o", ls="", ms=8, markerfacecolor="white",
+               label="hollow: significantly worse\nthan 32-bit (MAPSSWE)"),
+    ]
+    fig.legend(handles=handles, loc="outside right upper", fontsize=9, title="system")
+    fig.suptitle(f"{model}: WER vs compression ratio")
+    return save_figure(fig, path)
+
+
+def _system_name(row: Any, seeds: int) -> str:
+    name = f"{row.label}\n{row.target}"
+    return f"{name} s{row.seed}" if seeds > 1 else name
+
+
+def plot_bit_allocation(
+    records: Sequence[Mapping[str, Any]], table: pd.DataFrame, model: str, path: Path
+) -> Path | None:
+    """Heatmap of per-layer bits of every mixed-precision system of ``model``.
+
+    Args:
+        records: the records (allocations are read from them).
+        table: their :func:`records_table` frame (labels, targets, seeds).
+        model: the model.
+        path: the PNG to write.
+
+    Returns:
+        ``path``, or None when the model has no mixed-precision system.
+    """
+    by_file = {r.get("_file"): r for r in records}
+    cells = cells_of(table)
+    cells = cells[(cells.model == model) & ~cells.method.isin(MIXED_EXCLUDED)]
+    if cells.empty:
+        return None
+    cells = sort_cells(cells)
+    allocs = [by_file[f]["allocation"]["layers"] for f in cells.record_file]
+    layers = model_order({name for a in allocs for name in a})
+    names = short_names(layers)
+    grid = np.array([[a.get(layer) if a.get(layer) is not None else 32 for a in allocs]
+                     for layer in layers], dtype=float)
+    levels = sorted({int(v) for v in grid.flat})
+    cmap = ListedColormap([_bit_colour(b) for b in levels])
+    index = np.vectorize(levels.index)(grid.astype(int))
+    norm = BoundaryNorm(np.arange(len(levels) + 1) - 0.5, len(levels))
+    n_layers, n_sys = grid.shape
+    fig = Figure(figsize=(max(5.5, 1.2 * n_sys + 3.0), max(3.5, 0.22 * n_layers + 1.8)),
+                 layout="constrained")
+    ax = fig.subplots()
+    image = ax.imshow(index, cmap=cmap, norm=norm, aspect="auto", interpolation="nearest")
+    seeds = cells.seed.nunique()
+    ax.set_xticks(range(n_sys), [_system_name(r, seeds) for r in cells.itertuples()],
+                  fontsize=8)
+    ax.set_yticks(range(n_layers), [names[layer] for layer in layers],
+                  fontsize=8 if n_layers <= 80 else 6)
+    ax.set_xlabel("system (method, target)")
+    ax.set_ylabel("layer (model order)")
+    if n_layers * n_sys <= 2000:
+        for y in range(n_layers):
+            for x in range(n_sys):
+                bits = int(grid[y, x])
+                ax.text(x, y, "32" if bits == 32 else str(bits), ha="center", va="center",
+                        fontsize=7, color="white" if bits <= 2 else "black")
+    bar = fig.colorbar(image, ax=ax, ticks=range(len(levels)), fraction=0.05)
+    bar.ax.set_yticklabels([("32 (kept)" if b == 32 else f"{b}") for b in levels])
+    bar.set_label("bits per weight")
+    fig.suptitle(f"{model}: per-layer bit allocation of the mixed-precision systems")
+    return save_figure(fig, path)
+
+
+def _bit_colour(bits: int) -> str:
+    table = {1: "#3b0f70", 2: "#8c2981", 3: "#de4968", 4: "#fe9f6d", 5: "#fcc98a",
+             6: "#fde3a7", 8: "#fcfdbf", 16: "#d9f0d3", 32: "#bdbdbd"}
+    return table.get(bits, "#a6cee3")
+
+
+def plot_compression_time(stages: pd.DataFrame, model: str, path: Path) -> Path | None:
+    """Stacked bars of compression wall clock per system of ``model``, split by stage.
+
+    Args:
+        stages: one row per (cell, stage) with columns model, method, label, target, seed,
+            stage, kind, seconds, device (see :func:`mpqbench.bench.report.stage_frame`).
+        model: the model.
+        path: the PNG to write.
+
+    Returns:
+        ``path``, or None when the model has no compressed system.
+    """
+    rows = stages[stages.model == model]
+    if rows.empty:
+        return None
+    systems = method_order(list(zip(rows.method, rows.label, strict=True)))
+    keys = []
+    for _method, label in systems:
+        sel = rows[rows.label == label]
+        seeds = sorted(set(sel.seed))
+        targets = sel.drop_duplicates("target").sort_values(
+            ["target_avg_bits", "target_cr"], ascending=[False, True]).target
+        keys += [(label, t, s) for t in targets for s in seeds
+                 if not sel[(sel.target == t) & (sel.seed == s)].empty]
+    first = list(dict.fromkeys(rows.stage))  # search stages run first: stack them lowest
+    stage_names = sorted(first, key=lambda s: ((rows[rows.stage == s].kind != "search").all(),
+                                                 first.index(s)))
+    colours = {s: _COLOURS[k % len(_COLOURS)] for k, s in enumerate(stage_names)}
+    fig = Figure(figsize=(max(6.0, 0.9 * len(keys) + 3.0), 5.0), layout="constrained")
+    ax = fig.subplots()
+    bottoms = np.zeros(len(keys))
+    for stage in stage_names:
+        heights = np.array([
+            rows[(rows.label == lab) & (rows.target == t) & (rows.seed == s)
+                 & (rows.stage == stage)].seconds.sum() for lab, t, s in keys])
+        kind = rows[rows.stage == stage].kind.iloc[0]
+        ax.bar(range(len(keys)), heights, bottom=bottoms, color=colours[stage],
+               edgecolor="black", linewidth=0.5, hatch="//" if kind == "search" else None,
+               label=f"{stage} ({kind})")
+        bottoms += heights
+    for x, total in enumerate(bottoms):
+        ax.text(x, total, f"{total:.0f} s" if total >= 10 else f"{total:.1f} s",
+                ha="center", va="bottom", fontsize=8)
+    seeds = rows.seed.nunique()
+    ax.set_xticks(range(len(keys)),
+                  [f"{lab}\n{t}" + (f" s{s}" if seeds > 1 else "") for lab, t, s in keys],
+                  fontsize=8)
+    ax.set_ylabel("compression wall clock (s)")
+    ax.set_xlabel("system (method, target)")
+    ax.set_ylim(0, max(1.0, float(bottoms.max())) * 1.12)
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(title="stage (kind; hatched = search)", fontsize=8, loc="upper left")
+    devices = sorted(set(rows.device))
+    fig.suptitle(f"{model}: compression time by stage\non {'; '.join(devices)}",
+                 fontsize=11)
+    return save_figure(fig, path)
+

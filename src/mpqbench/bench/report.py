@@ -1,0 +1,301 @@
+"""``results/<name>/``: report.md, table.csv and plots/*.png from a suite's records.
+
+Reads only records; runs no model. Every file is written atomically; the report holds no
+timestamp, so the same records always give the same report.md and table.csv.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mpqbench._atomic import atomic_write_text
+from mpqbench.bench.headline import (
+    PAPER,
+    HeadlineModel,
+    cells_of,
+    cr_sentence,
+    headline,
+    time_sentence,
+)
+from mpqbench.bench.layer_names import layer_kind, model_order, short_names
+from mpqbench.bench.plots import (
+    MIXED_EXCLUDED,
+    method_order,
+    plot_bit_allocation,
+    plot_compression_time,
+    plot_wer_vs_cr,
+    sort_cells,
+)
+from mpqbench.bench.table import device_of, load_records, records_table
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ReportFiles", "render_report", "stage_frame", "write_report"]
+
+_PLOT_PREFIXES = ("wer_vs_cr_", "bit_allocation_", "compression_time_")
+_LIST_LAYERS = 8
+
+
+@dataclass
+class ReportFiles:
+    """What :func:`write_report` wrote."""
+
+    report: Path
+    table: Path
+    plots: list[Path] = field(default_factory=list)
+
+
+def stage_frame(records: Sequence[Mapping[str, Any]], table: pd.DataFrame) -> pd.DataFrame:
+    """One row per (compressed cell, stage): model, method, label, target, seed, stage, kind,
+    seconds, device (the stage's own device label)."""
+    cells = cells_of(table).set_index("record_file")
+    rows = []
+    for record in records:
+        cell = cells.loc[record["_file"]]
+        for stage in record["stages"]:
+            rows.append({
+                "model": cell.model, "method": cell.method, "label": cell.label,
+                "target": cell.target, "target_avg_bits": cell.target_avg_bits,
+                "target_cr": cell.target_cr, "seed": cell.seed, "stage": stage["name"],
+                "kind": stage.get("kind", "qat"), "seconds": float(stage["seconds"]),
+                "device": stage.get("device") or device_of(record),
+            })
+    return pd.DataFrame(rows, columns=["model", "method", "label", "target", "target_avg_bits",
+                                       "target_cr", "seed", "stage", "kind", "seconds",
+                                       "device"])
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-." else "_" for c in text)[-60:]
+
+
+def _md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return out
+
+
+def _fmt_cr(value: float | None) -> str:
+    return "none" if value is None else f"{value:.2f}x"
+
+
+def _summary_table(table: pd.DataFrame, model: str) -> list[str]:
+    rows = table[table.model == model]
+    splits = list(dict.fromkeys(rows.split))
+    cells = sort_cells(cells_of(rows))
+    seeds = cells.seed.nunique() > 1
+    header = ["method", "target", *(["seed"] if seeds else []), "avg bits", "CR"]
+    header += [f"WER {s} (%)" for s in splits]
+    header += ["significantly worse than 32-bit? (MAPSSWE p)", "lossless", "compression time (s)"]
+    body = []
+    for cell in cells.itertuples():
+        per = rows[rows.record_file == cell.record_file].set_index("split")
+        wers = [f"{100 * per.loc[s].wer:.2f}" if s in per.index else "-" for s in splits]
+        if cell.method == "fp32":
+            sig = "reference"
+        else:
+            sig = "; ".join(
+                f"{s}: {'**yes**' if per.loc[s].significantly_worse else 'no'} "
+                f"(p={per.loc[s].p_value:.3g})" for s in splits if s in per.index)
+        time = "-" if cell.method == "fp32" else f"{cell.compression_seconds:.1f}"
+        body.append([cell.label, cell.target, *([cell.seed] if seeds else []),
+                     f"{cell.avg_bits:.2f}", f"{cell.cr:.2f}x", *wers, sig,
+                     "yes" if cell.lossless else "no", time])
+    return _md_table(header, body)
+
+
+def _headline_section(h: HeadlineModel) -> list[str]:
+    out = [f"### {h.model}", ""]
+    rows = [[m, _fmt_cr(cr), f"{h.systems[m][1]} of {h.systems[m][0]}"]
+            for m, cr in ((m, h.lossless_cr[m])
+                          for m, _ in method_order([(m, m) for m in h.lossless_cr]))]
+    out += _md_table(["method", "lossless CR (largest CR among its lossless systems)",
+                      "lossless systems"], rows)
+    out += ["", f"- {cr_sentence(h.cr_vs_uniform, 'uniform', PAPER['cr_vs_uniform'])}",
+            f"- {cr_sentence(h.cr_vs_two_stage, 'two_stage', PAPER['cr_vs_two_stage'])}",
+            f"- {time_sentence(h.time_ratio, h.time_pairs)}"]
+    if h.time_pairs:
+        out += ["", "Compression time pairs (matched: same model, target, seed and device; "
+                "seconds are each method's own stages, the shared 32-bit teacher cache "
+                "excluded):", ""]
+        out += _md_table(
+            ["target", "seed", "two_stage system", "two_stage (s)", "one_stage system",
+             "one_stage (s)", "ratio"],
+            [[p.target, p.seed, p.two_label, f"{p.two_seconds:.1f}", p.one_label,
+              f"{p.one_seconds:.1f}", f"{p.ratio:.2f}x"] for p in h.time_pairs])
+    if h.unmatched_time:
+        out += ["", "two_stage cells without a matching one_stage cell: "
+                + ", ".join(h.unmatched_time) + "."]
+    return [*out, ""]
+
+
+def _layer_section(records: Sequence[Mapping[str, Any]], table: pd.DataFrame,
+                   model: str) -> list[str]:
+    by_file = {r["_file"]: r for r in records}
+    cells = cells_of(table)
+    cells = sort_cells(cells[(cells.model == model) & ~cells.method.isin(MIXED_EXCLUDED)])
+    if cells.empty:
+        return []
+    out = [f"### {model}", ""]
+    per_system: list[tuple[str, dict[str, list[int]]]] = []
+    all_layers: set[str] = set()
+    for cell in cells.itertuples():
+        alloc = by_file[cell.record_file]["allocation"]["layers"]
+        quant = {n: b for n, b in alloc.items() if b is not None}
+        if not quant:
+            continue
+        all_layers |= set(quant)
+        names = short_names(alloc)
+        groups: dict[int, list[str]] = {}
+        for layer in model_order(quant):
+            groups.setdefault(quant[layer], []).append(names[layer])
+        parts = []
+        for bits in sorted(groups):
+            shown = groups[bits][:_LIST_LAYERS]
+            more = len(groups[bits]) - len(shown)
+            parts.append(f"{bits} bits ({len(groups[bits])}): {', '.join(shown)}"
+                         + (f" +{more} more" if more else ""))
+        lo, hi = min(groups), max(groups)
+        what = (f"fewest bits ({lo}) in {len(groups[lo])} layers, most ({hi}) in "
+                f"{len(groups[hi])}" if lo != hi else f"every layer at {lo} bits")
+        seed = f" seed {cell.seed}" if cells.seed.nunique() > 1 else ""
+        out.append(f"- **{cell.label} {cell.target}{seed}** (avg {cell.avg_bits:.2f} bits; "
+                   + (f"{what}): " + "; ".join(parts) if lo != hi else f"{what})"))
+        per_kind: dict[str, list[int]] = {}
+        for layer, bits in quant.items():
+            per_kind.setdefault(layer_kind(layer), []).append(bits)
+        per_system.append((f"{cell.label} {cell.target}{seed}", per_kind))
+    kinds = list(dict.fromkeys(layer_kind(n) for n in model_order(all_layers)))
+    if kinds:
+        out += ["", "Mean bits by layer role (over blocks):", ""]
+        out += _md_table(["system", *kinds], [
+            [system, *[f"{sum(v[k]) / len(v[k]):.1f}" if k in v else "-" for k in kinds]]
+            for system, v in per_system])
+    return [*out, ""]
+
+
+def _setup_section(records: Sequence[Mapping[str, Any]], table: pd.DataFrame) -> list[str]:
+    cells = cells_of(table)
+    budgets = {tuple(sorted(r["config"]["budget"].items())) for r in records
+               if r["config"]["method"] != "fp32"}
+    devices = sorted(set(table.device))
+    out = ["## Setup", ""]
+    out.append(f"- Models: {', '.join(dict.fromkeys(cells.model))}; data: "
+               f"{', '.join(sorted({str(r['config'].get('data')) for r in records}))}.")
+    out.append(f"- Device(s): {'; '.join(devices)}.")
+    for budget in sorted(budgets):
+        text = ", ".join(f"{k}={v}" for k, v in budget if k != "seed")
+        out.append(f"- Budget (the same for every method): {text}; seeds "
+                   f"{sorted(set(cells[cells.method != 'fp32'].seed))}.")
+    evals = table[table.method == "fp32"] if (table.method == "fp32").any() else table
+    for split, part in evals.groupby("split", sort=False):
+        first = part.iloc[0]
+        out.append(f"- Evaluation split {split}: {int(first.num_utterances)} utterances, "
+                   f"{int(first.n)} reference words.")
+    out.append("- Significance: NIST MAPSSWE (as SCTK sc_stats), two-sided, alpha = 0.05, "
+               "each system against the 32-bit system of its model on the same utterances. "
+               "Lossless = not significantly worse on any evaluated split. CR = 32 N_total / "
+               "(sum b_l N_l + 32 N_rest) (rule cr_paper, DESIGN.md section 4).")
+    teacher = cells.groupby("model").teacher_seconds.sum()
+    if (teacher > 0).any():
+        out.append("- Shared 32-bit teacher cache (built once per model, used by every "
+                   "method, not in any compression time): "
+                   + ", ".join(f"{m} {s:.1f} s" for m, s in teacher.items()) + ".")
+    gits = sorted({(r.git_commit or "unknown")[:12] + ("+dirty" if r.git_dirty else "")
+                   for r in cells.itertuples()})
+    out.append(f"- Code revision(s): {', '.join(gits)}.")
+    return [*out, ""]
+
+
+def render_report(records: Sequence[Mapping[str, Any]], table: pd.DataFrame, name: str,
+                  plots: Mapping[str, list[str]]) -> str:
+    """The report.md text.
+
+    Args:
+        records: the loaded records.
+        table: their :func:`records_table` frame.
+        name: the results name (title).
+        plots: model -> PNG paths relative to the report.
+    """
+    cells = cells_of(table)
+    suites = sorted({str(s) for s in table.suite.dropna()})
+    lines = [f"# Benchmark report: {name}", "",
+             f"Generated by `mpqbench report` from {len(records)} records in `records/` "
+             f"(suite {', '.join(suites) or 'unknown'}); no model was run to make it. "
+             "`table.csv` holds one row per (system, evaluated split).", ""]
+    lines += _setup_section(records, table)
+    lines += ["## Headline: lossless compression and compression time", "",
+              "Per model. A method's lossless CR is the largest CR among all its lossless "
+              "systems (every label, target and seed of that method). The paper (Xu et al. "
+              f"2025) reports one_stage up to {PAPER['cr_vs_uniform']:g}x uniform's and "
+              f"{PAPER['cr_vs_two_stage']:g}x two_stage's lossless CR, and a two_stage / "
+              f"one_stage compression time ratio of {PAPER['time_low']:g}-"
+              f"{PAPER['time_high']:g}x.", ""]
+    for h in headline(table):
+        lines += _headline_section(h)
+    lines += ["## Summary table", ""]
+    for model in dict.fromkeys(cells.model):
+        lines += [f"### {model}", "", *_summary_table(table, model), ""]
+    layer_lines = [ln for model in dict.fromkeys(cells.model)
+                   for ln in _layer_section(records, table, model)]
+    if layer_lines:
+        lines += ["## Per-layer allocation of the mixed-precision systems", "",
+                  "Layers grouped by their bits (model order, short names: encN/decN = "
+                  "block N of the encoder/decoder, xattn = cross-attention).", "",
+                  *layer_lines]
+    lines += ["## Plots", ""]
+    for model, files in plots.items():
+        lines += [f"### {model}", ""]
+        lines += [f"![{Path(f).stem}]({f})" for f in files] + [""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_report(results_dir: str | Path) -> ReportFiles:
+    """Write report.md, table.csv and plots/*.png for the records in ``results_dir``.
+
+    Args:
+        results_dir: ``results/<name>`` (its ``records/`` subdirectory holds the records).
+
+    Returns:
+        The files written.
+
+    Raises:
+        FileNotFoundError: no records directory.
+        ValueError: no records, or a corrupt record (its file is named).
+    """
+    results_dir = Path(results_dir)
+    records_dir = results_dir / "records"
+    if not records_dir.is_dir():
+        raise FileNotFoundError(f"no records directory {records_dir} (run the suite first)")
+    records = load_records(records_dir)
+    if not records:
+        raise ValueError(f"no records in {records_dir} (run the suite first)")
+    table = records_table(records)
+    stages = stage_frame(records, table)
+    plot_dir = results_dir / "plots"
+    written: dict[str, list[Path]] = {}
+    for model in dict.fromkeys(table.model):
+        slug = _slug(model)
+        files = [plot_wer_vs_cr(table, model, plot_dir / f"wer_vs_cr_{slug}.png"),
+                 plot_bit_allocation(records, table, model,
+                                     plot_dir / f"bit_allocation_{slug}.png"),
+                 plot_compression_time(stages, model, plot_dir / f"compression_time_{slug}.png")]
+        written[model] = [f for f in files if f is not None]
+    keep = {p for files in written.values() for p in files}
+    for old in plot_dir.glob("*.png"):
+        if old not in keep and old.name.startswith(_PLOT_PREFIXES):
+            log.info("removing stale plot %s", old)
+            old.unlink()
+    rel = {m: [str(p.relative_to(results_dir)) for p in files] for m, files in written.items()}
+    report = results_dir / "report.md"
+    atomic_write_text(report, render_report(records, table, results_dir.name, rel))
+    csv = results_dir / "table.csv"
+    atomic_write_text(csv, table.drop(columns=["record_file"]).assign(
+        record=[Path(f).name for f in table.record_file]).to_csv(index=False))
+    return ReportFiles(report=report, table=csv, plots=sorted(keep))

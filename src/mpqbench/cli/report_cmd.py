@@ -1,0 +1,63 @@
+"""``mpqbench report SUITE``: report.md, table.csv and plots from a suite's records."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from mpqbench.bench.report import write_report
+from mpqbench.bench.suite import resolve_suite_path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``report`` subcommand."""
+    p = subparsers.add_parser(
+        "report", help="write report.md, table.csv and PNG plots from a suite's records",
+        description="Read results/<name>/records/*.json (no model is run) and write "
+                    "results/<name>/report.md, table.csv and plots/*.png. These are derived "
+                    "files: they are rewritten on every call.",
+    )
+    p.add_argument("suite", help="a shipped suite name, a suite TOML file, or a results name")
+    p.add_argument("--results", type=Path, default=Path("results"), help="results root")
+    p.add_argument("--name", default=None,
+                   help="results subdirectory (default: the suite's name), e.g. default-gpu")
+    p.set_defaults(func=run)
+
+
+def suite_name(suite: str) -> str:
+    """The results name of ``suite``: its ``[suite] name`` when it is a suite file or a
+    shipped suite, else ``suite`` itself (a results directory name).
+
+    Raises:
+        ValueError: a suite file without a readable ``[suite] name``.
+    """
+    try:
+        path = resolve_suite_path(suite)
+    except ValueError:
+        return suite
+    try:
+        name = tomllib.loads(path.read_text(encoding="utf-8"))["suite"]["name"]
+    except (tomllib.TOMLDecodeError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read [suite] name ({exc})") from None
+    if not isinstance(name, str):
+        raise ValueError(f"{path}: suite.name must be a string")
+    return name
+
+
+def run(args: argparse.Namespace) -> int:
+    name = args.name or suite_name(args.suite)
+    files = write_report(args.results / name)
+    print(f"report: {files.report}")
+    print(f"table: {files.table}")
+    for plot in files.plots:
+        print(f"plot: {plot}")
+    return 0
+
+
+__all__ = ["register", "run", "suite_name"]
