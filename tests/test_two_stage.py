@@ -364,3 +364,11 @@ def test_layers_are_plain_modules_between_stages():
     assert [s.name for s in result.stages] == ["precision", "qat"]
     assert [s.kind for s in result.stages] == ["search", "qat"]
     assert result.stages[0].evaluations == 1
+
+
+def test_hessian_stage_refuses_a_weight_normed_layer():
+    workload = make_workload("tiny-ctc")
+    workload.eligible = [*workload.eligible, *workload.model.layer_groups()["pos_conv"]]
+    budget = Budget(train_steps=1, batch_size=2, search_budget=1, seed=0)
+    with pytest.raises(ValueError, match="parametrized weight"):
+        hessian_stage(workload, budget, TwoStageConfig(stage1="hessian"))

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
+from torch.nn.utils import parametrize
 
 from mpqbench.baselines.sensitivity import (
     HVP_METHODS,
@@ -173,6 +174,11 @@ def _train_batch(workload: Workload, budget: Budget, index: int) -> Any:
 def hessian_stage(workload: Workload, budget: Budget, config: TwoStageConfig) -> Stage1:
     """HAWQ-V2 costs from ``budget.search_budget`` Hutchinson HVPs on train batches."""
     module = workload.model.model
+    for name in workload.eligible:
+        if parametrize.is_parametrized(module.get_submodule(name)):
+            raise ValueError(
+                f"two_stage stage1 'hessian': layer {name!r} has a parametrized weight "
+                "(weight norm); Hutchinson traces need a plain weight Parameter")
     weights = {n: module.get_submodule(n).weight for n in workload.eligible}
     flags = {p: p.requires_grad for p in module.parameters()}
     was_training = module.training
