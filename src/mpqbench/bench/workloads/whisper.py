@@ -107,7 +107,8 @@ class WhisperDecoding:
         suppress |= set(range(tokens.no_timestamps, vocab_size))  # <|notimestamps|>, timestamps
         suppress |= set(range(known, vocab_size))  # rows without a token
         if begin_suppress_tokens is None:
-            begin_suppress_tokens = (tokenizer.token_to_id(" ") or 220, tokens.eot)
+            blank = tokenizer.encode(" ", add_special_tokens=False).ids
+            begin_suppress_tokens = (*blank, tokens.eot)
         return cls(
             prompt_ids=prompt,
             eot_id=tokens.eot,
