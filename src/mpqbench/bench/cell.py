@@ -53,6 +53,8 @@ class CellSpec:
         groups: layer groups eligible for quantization; rules: ``"PATTERN=BITS"`` overrides
             (``BITS`` may be ``none`` to keep a layer 32-bit).
         eval_batch_size, max_new_tokens: decoding settings.
+        whisper_window_s: shrink a Whisper model's encoder window to this many seconds
+            (``WhisperSpeechModel.set_window_``; the fp32 reference uses the same window).
         eval_limit: evaluate a fixed seeded subset of this many utterances per split (None:
             the whole split).
         teacher_top_k: top-k of the cached teacher distribution.
@@ -72,6 +74,7 @@ class CellSpec:
     eval_batch_size: int = 16
     max_new_tokens: int | None = None
     eval_limit: int | None = None
+    whisper_window_s: int | None = None
     teacher_top_k: int = DEFAULT_TOP_K
 
     def __post_init__(self) -> None:
@@ -158,6 +161,10 @@ def run_cell(
     if spec.eval_limit is not None:
         splits = {k: v.subset(min(spec.eval_limit, len(v)), seed=0) for k, v in splits.items()}
     model = load_model(spec.model, device=device)
+    if spec.whisper_window_s is not None:
+        if not hasattr(model, "set_window_"):
+            raise ValueError(f"whisper_window_s applies to Whisper models, not {spec.model!r}")
+        model.set_window_(spec.whisper_window_s)
     layer_groups = model.layer_groups()
     eligible = build_allocation(model.name, layer_groups, 8, groups=spec.groups, rules=spec.rules)
     teacher_stage = None

@@ -14,6 +14,7 @@ Format (every key is checked; unknown keys are refused)::
     eval_batch_size = 16
     max_new_tokens = 128              # optional
     eval_limit = 40                   # optional: a fixed subset of each split
+    whisper_window_s = 10             # optional: Whisper encoder window (default 30 s)
 
     [budget]                          # the ONE budget every method gets
     train_steps = 60
@@ -55,6 +56,7 @@ SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 _SUITE_KEYS = {
     "name", "description", "data", "eval_splits", "models", "seeds", "groups", "rules",
     "eval_batch_size", "max_new_tokens", "train_split", "dev_split", "eval_limit",
+    "whisper_window_s",
 }
 _SYSTEM_KEYS = {"method", "label", "avg_bits", "cr", "params"}
 
@@ -158,6 +160,7 @@ def load_suite(name_or_path: str) -> Suite:
                                 default=16),
         "max_new_tokens": suite.get("max_new_tokens"),
         "eval_limit": suite.get("eval_limit"),
+        "whisper_window_s": suite.get("whisper_window_s"),
         "train_split": suite.get("train_split", "train"),
         "dev_split": suite.get("dev_split", "dev"),
     }

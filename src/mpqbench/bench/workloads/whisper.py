@@ -1,8 +1,9 @@
 """Whisper (encoder-decoder) behind the :class:`SpeechModel` interface.
 
 * Features: transformers' ``WhisperFeatureExtractor`` built in code (log-mel, 16 kHz, 25 ms
-  window, 10 ms hop, 30 s window, torch STFT path); every clip is padded or cut to 30 s, as
-  Whisper was trained, so batching never changes a clip's features.
+  window, 10 ms hop, torch STFT path); every clip is padded or cut to the encoder window
+  (30 s, as Whisper was trained, unless :meth:`WhisperSpeechModel.set_window_` shrinks it),
+  so batching never changes a clip's features.
 * Text: the model's ``tokenizer.json`` through the ``tokenizers`` library. The decoder
   prompt is ``<|startoftranscript|><|notimestamps|>`` for English-only models and
   ``<|startoftranscript|><|en|><|transcribe|><|notimestamps|>`` for multilingual ones.
@@ -50,7 +51,8 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_NEW_TOKENS = 128
 #: Label value ignored by the loss (prompt and padding positions).
 IGNORE_INDEX = -100
-_WINDOW_S = 30
+#: Encoder positions per second of audio (mel hop 10 ms, conv stride 2).
+_POSITIONS_PER_S = 50
 
 
 @dataclass(frozen=True)
@@ -141,7 +143,7 @@ def _cache_keyword(decoder: nn.Module) -> str:
 class WhisperSpeechModel(SpeechModel):
     """A transformers ``WhisperForConditionalGeneration`` as a :class:`SpeechModel`.
 
-    Batches (:meth:`make_batch`) hold ``input_features`` ``(B, n_mels, 3000)``,
+    Batches (:meth:`make_batch`) hold ``input_features`` ``(B, n_mels, 100 * window_s)``,
     ``decoder_input_ids`` ``(B, L)`` = prompt + tokens of ``" " + text`` (padded with
     ``<|endoftext|>``) and ``labels`` ``(B, L)`` = the next token at each position, with
     :data:`IGNORE_INDEX` on prompt and padding positions; the loss covers the text tokens and
@@ -168,13 +170,8 @@ class WhisperSpeechModel(SpeechModel):
         self.tokenizer = tokenizer
         self.decoding = decoding
         config: WhisperConfig = model.config
-        self.feature_extractor = WhisperFeatureExtractor(
-            feature_size=config.num_mel_bins,
-            sampling_rate=SAMPLE_RATE,
-            hop_length=160,
-            chunk_length=_WINDOW_S,
-            n_fft=400,
-        )
+        self.window_s = config.max_source_positions // _POSITIONS_PER_S
+        self.feature_extractor = self._make_feature_extractor()
         self._suppress = torch.zeros(config.vocab_size, dtype=torch.bool)
         self._suppress[list(decoding.suppress_ids)] = True
         self._begin_suppress = torch.zeros(config.vocab_size, dtype=torch.bool)
@@ -182,9 +179,56 @@ class WhisperSpeechModel(SpeechModel):
         self._cache_kw = _cache_keyword(model.model.decoder)
         model.eval()
 
+    def _make_feature_extractor(self) -> WhisperFeatureExtractor:
+        return WhisperFeatureExtractor(
+            feature_size=self.model.config.num_mel_bins,
+            sampling_rate=SAMPLE_RATE,
+            hop_length=160,
+            chunk_length=self.window_s,
+            n_fft=400,
+        )
+
+    def set_window_(self, seconds: int) -> WhisperSpeechModel:
+        """Shrink the encoder's input window to ``seconds`` (in place; 30 s is Whisper's own).
+
+        Whisper always encodes a fixed window (30 s: 3,000 mel frames, 1,500 positions),
+        padding short clips with silence, so a 5 s clip costs as much as a 30 s one. A
+        ``seconds`` window keeps the first ``50 * seconds`` positional embeddings and feeds
+        ``100 * seconds`` mel frames: the encoder, cross-attention and their training cost
+        fall about ``30 / seconds``-fold. The network then sees less trailing silence than
+        it was trained with, so its WER moves a little (measure it: the 32-bit reference of
+        a benchmark must use the same window). Clips longer than the window are cut.
+
+        Raises:
+            ValueError: ``seconds`` not an integer in 1..current window.
+        """
+        if not isinstance(seconds, int) or not 1 <= seconds <= self.window_s:
+            raise ValueError(
+                f"Whisper window must be a whole number of seconds in 1..{self.window_s}, "
+                f"got {seconds!r}"
+            )
+        if seconds == self.window_s:
+            return self
+        positions = seconds * _POSITIONS_PER_S
+        encoder = self.model.model.encoder
+        old = encoder.embed_positions
+        new = nn.Embedding(positions, old.embedding_dim, device=old.weight.device,
+                           dtype=old.weight.dtype)
+        with torch.no_grad():
+            new.weight.copy_(old.weight[:positions])
+        new.weight.requires_grad_(old.weight.requires_grad)
+        encoder.embed_positions = new
+        encoder.config.max_source_positions = positions
+        self.model.config.max_source_positions = positions
+        if hasattr(encoder, "max_source_positions"):
+            encoder.max_source_positions = positions
+        self.window_s = seconds
+        self.feature_extractor = self._make_feature_extractor()
+        return self
+
     # --- inputs -----------------------------------------------------------------------
     def features(self, audios: Sequence[np.ndarray]) -> torch.Tensor:
-        """Log-mel features ``(B, n_mels, 3000)`` of 16 kHz clips, each padded/cut to 30 s.
+        """Log-mel features ``(B, n_mels, 100 * window_s)``, each clip padded/cut to the window.
 
         Raises:
             ValueError: a clip is not a non-empty 1-D array.
@@ -194,9 +238,9 @@ class WhisperSpeechModel(SpeechModel):
             array = np.asarray(audio, dtype=np.float32)
             if array.ndim != 1 or array.size == 0:
                 raise ValueError(f"clip #{index}: expected non-empty 1-D audio, got {array.shape}")
-            if array.size > _WINDOW_S * SAMPLE_RATE:
+            if array.size > self.window_s * SAMPLE_RATE:
                 log.warning("clip #%d is %.1f s long; Whisper sees only its first %d s",
-                            index, array.size / SAMPLE_RATE, _WINDOW_S)
+                            index, array.size / SAMPLE_RATE, self.window_s)
             clips.append(array)
         out = self.feature_extractor(
             clips, sampling_rate=SAMPLE_RATE, return_tensors="pt", return_attention_mask=False
@@ -278,7 +322,7 @@ class WhisperSpeechModel(SpeechModel):
         """Greedy-decode clips as one batch (eval mode, no grad; training mode is restored).
 
         Args:
-            audios: 16 kHz mono float32 clips (only the first 30 s of each is heard).
+            audios: 16 kHz mono float32 clips (only the first window_s seconds are heard).
             max_new_tokens: token cap per clip (default :data:`DEFAULT_MAX_NEW_TOKENS`),
                 bounded by the decoder's positions; a clip that reaches it is ``capped``.
 
@@ -316,7 +360,7 @@ class WhisperSpeechModel(SpeechModel):
         ``<|endoftext|>`` (its outputs are discarded), so rows never influence each other.
 
         Args:
-            features: ``(B, n_mels, 3000)`` log-mel features.
+            features: ``(B, n_mels, 100 * window_s)`` log-mel features.
             max_new_tokens: steps at most.
 
         Returns:
