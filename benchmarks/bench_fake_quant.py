@@ -9,7 +9,7 @@ weights; ``--head`` adds the 51,864 x 384 output projection, 36.4M in all). Time
 - ``fq_max_fwd_bwd``: the same plus the STE backward (what a QAT step adds);
 - ``fq_lsq_fwd_bwd``: learnable scale (LSQ) forward + backward;
 - ``layer_max_fwd_bwd``: ``QuantLinear.quantized_weight()`` forward + backward (the path
-  QAT takes: torch's fused fake-quant kernel for b >= 2);
+  a QAT step takes: max scale, so no clamp and no STE mask);
 - ``fq_mse``: the MSE scale search (25 clipping ratios) + fake_quantize;
 - ``torch_fused``: ``torch.fake_quantize_per_channel_affine`` with the same scales (reference);
 - ``matmul_fwd``: ``F.linear`` through every weight with realistic token counts: encoder
@@ -136,7 +136,7 @@ def cases(weights, inputs, bits: int = 4) -> dict[str, Callable[[], object]]:
                 key = part if w.shape[1] == D else f"{part}_ffn"
                 F.linear(inputs[key], w)
 
-    return {
+    timed = {
         "fq_max": fq_max,
         "fq_max_fwd_bwd": fq_max_fwd_bwd,
         "fq_lsq_fwd_bwd": fq_lsq_fwd_bwd,
@@ -145,6 +145,7 @@ def cases(weights, inputs, bits: int = 4) -> dict[str, Callable[[], object]]:
         "torch_fused": torch_fused,
         "matmul_fwd": matmul_fwd,
     }
+    return timed
 
 
 @pytest.mark.parametrize(

@@ -91,9 +91,9 @@ def test_forward_is_fake_quantized_effective_weight():
 
 @pytest.mark.parametrize("bits", range(1, 9), ids=lambda b: f"int{b}")
 @pytest.mark.parametrize("granularity", ["per_channel", "per_tensor"])
-def test_layer_fast_path_equals_primitive_values_and_gradient(bits, granularity):
-    # the layers use torch's fused fake-quant kernels for b >= 2; they must agree bit for bit
-    # with the primitive (itself checked against torch in test_quant_primitives)
+def test_layer_weight_equals_primitive_values_and_gradient(bits, granularity):
+    # the layer's quantized weight must be the primitive's, bit for bit, gradient included
+    # (the primitive itself is checked against torch in test_quant_primitives)
     model = stack()
     prepare_(model, Allocation("stack", {"lin": bits, "conv": bits}),
              QuantSpec(granularity=granularity))
@@ -107,6 +107,16 @@ def test_layer_fast_path_equals_primitive_values_and_gradient(bits, granularity)
         g_fast = torch.autograd.grad(fast, w, grad)[0]
         g_ref = torch.autograd.grad(ref, w, grad)[0]
         assert torch.equal(g_fast, g_ref)
+
+
+def test_codes_and_scale_rebuild_the_forward_weight_exactly():
+    model = stack()
+    prepare_(model, Allocation("stack", {"lin": 5, "pos": 1}), QuantSpec(learnable_scale=True))
+    for layer in (model.lin, model.pos):
+        codes, scale = layer.codes_and_scale()
+        assert codes.dtype == torch.int8
+        assert torch.equal(codes.float() * scale, layer.quantized_weight().detach())
+        assert torch.equal(scale, layer.current_scale())
 
 
 def test_learnable_scale_is_a_parameter_that_learns():

@@ -50,6 +50,20 @@ def test_per_channel_matches_torch_fake_quant(bits, shape, shrink):
         assert (g_out == 0).any(), "clipping case must exercise the zero-gradient branch"
 
 
+@pytest.mark.parametrize("bits", range(1, 9), ids=lambda b: f"int{b}")
+@pytest.mark.parametrize("shape", SHAPES.values(), ids=list(SHAPES))
+@pytest.mark.parametrize("granularity", ["per_channel", "per_tensor"])
+def test_in_range_shortcut_is_exact_for_the_max_scale(bits, shape, granularity):
+    w = _weight(shape, seed=bits).requires_grad_()
+    w.data[1, 0] = 1e-39  # a denormal-only channel hits the scale guard
+    scale = choose_scale(w, bits, granularity)
+    fast = fake_quantize(w, scale, bits, in_range=True)
+    full = fake_quantize(w, scale, bits)
+    assert torch.equal(fast, full)
+    grad = torch.randn(shape)
+    assert torch.equal(torch.autograd.grad(fast, w, grad)[0], torch.autograd.grad(full, w, grad)[0])
+
+
 @pytest.mark.parametrize("bits", MULTIBIT, ids=lambda b: f"int{b}")
 def test_per_tensor_matches_torch_fake_quant(bits):
     w = _weight((32, 20)).requires_grad_()

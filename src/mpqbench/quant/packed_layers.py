@@ -129,8 +129,7 @@ class PackedLinear(_PackedBase):
     @classmethod
     def from_quant(cls, module: QuantLinear, *, cache: bool = True) -> PackedLinear:
         """Pack a :class:`QuantLinear`'s current weight (its bias Parameter is shared)."""
-        with torch.no_grad():
-            codes, scale = module.codes(), module.current_scale()
+        codes, scale = module.codes_and_scale()
         return cls(pack(codes, module.bits), scale, module.bits, tuple(codes.shape),
                    module.bias, cache=cache)
 
@@ -177,8 +176,7 @@ class PackedConv1d(_PackedBase):
     @classmethod
     def from_quant(cls, module: QuantConv1d, *, cache: bool = True) -> PackedConv1d:
         """Pack a :class:`QuantConv1d`'s current (effective) weight."""
-        with torch.no_grad():
-            codes, scale = module.codes(), module.current_scale()
+        codes, scale = module.codes_and_scale()
         return cls(pack(codes, module.bits), scale, module.bits, tuple(codes.shape),
                    module.bias, geometry=module, cache=cache)
 

@@ -222,7 +222,10 @@ class _FakeQuantSTE(torch.autograd.Function):
     """Fake quantization, STE gradient to the weight only (the scale is a constant)."""
 
     @staticmethod
-    def forward(ctx, w, scale, bits):  # type: ignore[override]
+    def forward(ctx, w, scale, bits, in_range):  # type: ignore[override]
+        ctx.pass_all = in_range and bits >= 2
+        if ctx.pass_all:  # codes provably inside [qmin, qmax]: no clamp, all-ones mask
+            return torch.mul(w, torch.reciprocal(scale)).round_().mul_(scale)
         need = ctx.needs_input_grad[0]
         out, mask = _fq_and_mask(w, scale, bits, need_mask=need)
         if need:
@@ -231,11 +234,15 @@ class _FakeQuantSTE(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]
+        if ctx.pass_all:
+            return grad, None, None, None
         (mask,) = ctx.saved_tensors
-        return grad * mask, None, None
+        return grad * mask, None, None, None
 
 
-def fake_quantize(w: torch.Tensor, scale: torch.Tensor, bits: int) -> torch.Tensor:
+def fake_quantize(
+    w: torch.Tensor, scale: torch.Tensor, bits: int, *, in_range: bool = False
+) -> torch.Tensor:
     """Quantize-dequantize ``w`` with a straight-through estimator for round (and sign).
 
     Args:
@@ -243,6 +250,10 @@ def fake_quantize(w: torch.Tensor, scale: torch.Tensor, bits: int) -> torch.Tens
         scale: positive scale broadcastable to ``w``; treated as a constant (no gradient).
             Use :func:`fake_quantize_lsq` for a learnable scale.
         bits: bit-width in 1..8.
+        in_range: the caller guarantees ``round(w / scale)`` lies in [qmin, qmax] -- true
+            for the ``max`` scale of :func:`choose_scale` -- so the clamp and the STE mask
+            (all ones then) are skipped: 3 instead of 7 elementwise passes, same values and
+            gradient. Ignored for b = 1.
 
     Returns:
         Tensor like ``w`` equal to ``dequantize(quantize(w, scale, bits), scale)``. Gradient:
@@ -253,7 +264,7 @@ def fake_quantize(w: torch.Tensor, scale: torch.Tensor, bits: int) -> torch.Tens
         ValueError: bad bits.
     """
     check_bits(bits)
-    return _FakeQuantSTE.apply(w, scale.detach(), bits)
+    return _FakeQuantSTE.apply(w, scale.detach(), bits, bool(in_range))
 
 
 def _sum_to(t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
