@@ -124,6 +124,7 @@ def _time_pairs(cells: pd.DataFrame) -> tuple[list[TimePair], list[str]]:
                 two_seconds=float(two.compression_seconds),
                 one_seconds=float(one.compression_seconds),
             ))
+    pairs.sort(key=lambda p: (p.target, p.seed, p.two_label, p.one_label))
     return pairs, unmatched
 
 

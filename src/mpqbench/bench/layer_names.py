@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-__all__ = ["layer_kind", "model_order", "short_name", "short_names"]
+__all__ = ["layer_block", "layer_kind", "model_order", "short_name", "short_names"]
 
 _BLOCK = re.compile(r"(?:^|\.)(encoder|decoder)\.layers?\.(\d+)\.(.+)$")
 _SUBLAYER = {
@@ -119,3 +119,12 @@ def layer_kind(name: str) -> str:
         return short_name(name)
     side, _, leaf = parts
     return f"{side}.{leaf}"
+
+
+def layer_block(name: str) -> str:
+    """The layer's block, e.g. ``"enc3"`` or ``"dec0"``; the short name outside blocks."""
+    parts = _block_parts(name)
+    if parts is None:
+        return short_name(name)
+    side, index, _ = parts
+    return f"{side}{index}"

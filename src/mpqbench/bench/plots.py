@@ -104,8 +104,9 @@ def plot_wer_vs_cr(table: pd.DataFrame, model: str, path: Path) -> Path:
     axes = fig.subplots(1, len(splits), squeeze=False)[0]
     for ax, split in zip(axes, splits, strict=True):
         part = rows[rows.split == split]
-        for label, (colour, marker) in styles.items():
+        for rank, (label, (colour, marker)) in enumerate(styles.items()):
             sel = part[part.label == label]
+            size = max(30, 120 - 18 * rank)  # later systems smaller: coincident points nest
             if sel.empty:
                 continue
             if (sel.method == "fp32").all():
@@ -116,7 +117,7 @@ def plot_wer_vs_cr(table: pd.DataFrame, model: str, path: Path) -> Path:
             ax.plot(mean.cr, 100 * mean.wer, color=colour, lw=1.2, alpha=0.7, zorder=2)
             for lossless, face in ((True, colour), (False, "white")):
                 pts = sel[sel.lossless == lossless]
-                ax.scatter(pts.cr, 100 * pts.wer, marker=marker, s=70, facecolors=face,
+                ax.scatter(pts.cr, 100 * pts.wer, marker=marker, s=size, facecolors=face,
                            edgecolors=colour, linewidths=1.6, zorder=3)
         _cr_axis(ax, list(rows.cr))
         ax.set_xlabel("compression ratio (32-bit size / compressed size, x)")
@@ -127,9 +128,10 @@ def plot_wer_vs_cr(table: pd.DataFrame, model: str, path: Path) -> Path:
     handles += [Line2D([], [], color=c, marker=m, ms=8, label=lab)
                 for lab, (c, m) in styles.items() if lab != "fp32"]
     handles += [
-        Line2D([], [], color="gray", marker="o", ls="", ms=8, label="filled: lossless"),
+        Line2D([], [], color="gray", marker="o", ls="", ms=8,
+               label="filled: lossless (no split\nsignificantly worse than 32-bit)"),
         Line2D([], [], color="gray", marker="o", ls="", ms=8, markerfacecolor="white",
-               label="hollow: significantly worse\nthan 32-bit (MAPSSWE)"),
+               label="hollow: not lossless (some split\nsignificantly worse, MAPSSWE)"),
     ]
     fig.legend(handles=handles, loc="outside right upper", fontsize=9, title="system")
     fig.suptitle(f"{model}: WER vs compression ratio")
@@ -252,7 +254,7 @@ def plot_compression_time(stages: pd.DataFrame, model: str, path: Path) -> Path 
     ax.set_xlabel("system (method, target)")
     ax.set_ylim(0, max(1.0, float(bottoms.max())) * 1.12)
     ax.grid(True, axis="y", alpha=0.3)
-    ax.legend(title="stage (kind; hatched = search)", fontsize=8, loc="upper left")
+    fig.legend(title="stage (kind;\nhatched = search)", fontsize=8, loc="outside right upper")
     devices = sorted(set(rows.device))
     fig.suptitle(f"{model}: compression time by stage\non {'; '.join(devices)}",
                  fontsize=11)

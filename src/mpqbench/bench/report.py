@@ -23,7 +23,7 @@ from mpqbench.bench.headline import (
     headline,
     time_sentence,
 )
-from mpqbench.bench.layer_names import layer_kind, model_order, short_names
+from mpqbench.bench.layer_names import layer_block, layer_kind, model_order, short_names
 from mpqbench.bench.plots import (
     MIXED_EXCLUDED,
     method_order,
@@ -143,7 +143,7 @@ def _layer_section(records: Sequence[Mapping[str, Any]], table: pd.DataFrame,
     if cells.empty:
         return []
     out = [f"### {model}", ""]
-    per_system: list[tuple[str, dict[str, list[int]]]] = []
+    per_system: list[tuple[str, dict[str, list[int]], dict[str, list[int]]]] = []
     all_layers: set[str] = set()
     for cell in cells.itertuples():
         alloc = by_file[cell.record_file]["allocation"]["layers"]
@@ -168,30 +168,40 @@ def _layer_section(records: Sequence[Mapping[str, Any]], table: pd.DataFrame,
         out.append(f"- **{cell.label} {cell.target}{seed}** (avg {cell.avg_bits:.2f} bits; "
                    + (f"{what}): " + "; ".join(parts) if lo != hi else f"{what})"))
         per_kind: dict[str, list[int]] = {}
+        per_block: dict[str, list[int]] = {}
         for layer, bits in quant.items():
             per_kind.setdefault(layer_kind(layer), []).append(bits)
-        per_system.append((f"{cell.label} {cell.target}{seed}", per_kind))
-    kinds = list(dict.fromkeys(layer_kind(n) for n in model_order(all_layers)))
-    if kinds:
-        out += ["", "Mean bits by layer role (over blocks):", ""]
-        out += _md_table(["system", *kinds], [
-            [system, *[f"{sum(v[k]) / len(v[k]):.1f}" if k in v else "-" for k in kinds]]
-            for system, v in per_system])
+            per_block.setdefault(layer_block(layer), []).append(bits)
+        per_system.append((f"{cell.label} {cell.target}{seed}", per_kind, per_block))
+    ordered = model_order(all_layers)
+    for title, index, columns in (
+        ("Mean bits by layer role (unweighted, over blocks):", 1,
+         list(dict.fromkeys(layer_kind(n) for n in ordered))),
+        ("Mean bits by block (unweighted, over the block's layers):", 2,
+         list(dict.fromkeys(layer_block(n) for n in ordered))),
+    ):
+        if not columns or len(columns) > 60:
+            continue
+        out += ["", title, ""]
+        out += _md_table(["system", *columns], [
+            [row[0], *[f"{sum(row[index][k]) / len(row[index][k]):.1f}" if k in row[index]
+                       else "-" for k in columns]] for row in per_system])
     return [*out, ""]
 
 
 def _setup_section(records: Sequence[Mapping[str, Any]], table: pd.DataFrame) -> list[str]:
     cells = cells_of(table)
-    budgets = {tuple(sorted(r["config"]["budget"].items())) for r in records
-               if r["config"]["method"] != "fp32"}
+    budgets = {tuple(sorted((k, v) for k, v in r["config"]["budget"].items() if k != "seed"))
+               for r in records if r["config"]["method"] != "fp32"}
     devices = sorted(set(table.device))
     out = ["## Setup", ""]
     out.append(f"- Models: {', '.join(dict.fromkeys(cells.model))}; data: "
                f"{', '.join(sorted({str(r['config'].get('data')) for r in records}))}.")
     out.append(f"- Device(s): {'; '.join(devices)}.")
     for budget in sorted(budgets):
-        text = ", ".join(f"{k}={v}" for k, v in budget if k != "seed")
-        out.append(f"- Budget (the same for every method): {text}; seeds "
+        text = ", ".join(f"{k}={v}" for k, v in budget)
+        same = "the same for every method" if len(budgets) == 1 else "NOT the same for all cells"
+        out.append(f"- Budget ({same}): {text}; seeds "
                    f"{sorted(set(cells[cells.method != 'fp32'].seed))}.")
     evals = table[table.method == "fp32"] if (table.method == "fp32").any() else table
     for split, part in evals.groupby("split", sort=False):

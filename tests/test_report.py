@@ -1,0 +1,239 @@
+"""Records table, headline ratios, report.md / table.csv / PNG plots (mpqbench report)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from matplotlib.image import imread
+
+from mpqbench.bench.headline import cr_sentence, headline, time_sentence
+from mpqbench.bench.report import write_report
+from mpqbench.bench.table import TABLE_COLUMNS, load_records, records_table
+from mpqbench.cli import main
+from record_factory import (
+    FIXTURES,
+    make_cell,
+    make_reference,
+    real_records,
+    write_records,
+)
+
+LAYERS = list(real_records()[1]["allocation"]["layers"])
+
+
+def mixed(low: int, high: int, share_low: int) -> dict[str, int]:
+    """The first ``share_low`` fixture layers at ``low`` bits, the rest at ``high``."""
+    return {name: (low if k < share_low else high) for k, name in enumerate(LAYERS)}
+
+
+def suite_records() -> list[dict]:
+    """A hand-made suite: 32-bit, uniform 8/4/2, one_stage 4/3, two_stage 4/3, optuna 4."""
+    ref = make_reference()
+    cell = lambda **kw: make_cell(ref, **kw)  # noqa: E731
+    return [
+        ref,
+        cell(method="uniform", target_bits=8, avg_bits=8, cr=3.5, stages=[("qat", "qat", 9)]),
+        cell(method="uniform", target_bits=4, avg_bits=4, cr=6.0, stages=[("qat", "qat", 10)]),
+        cell(method="uniform", target_bits=2, avg_bits=2, cr=10.0, degrade=0.3,
+             stages=[("qat", "qat", 11)]),
+        cell(method="one_stage", target_bits=4, avg_bits=4, cr=6.2, allocation=mixed(2, 8, 4),
+             stages=[("supernet", "qat", 20), ("pass2", "qat", 5)]),
+        cell(method="one_stage", target_bits=3, avg_bits=3, cr=8.0, allocation=mixed(2, 4, 6),
+             stages=[("supernet", "qat", 25), ("pass2", "qat", 5)]),
+        cell(method="two_stage", target_bits=4, avg_bits=4, cr=6.1, allocation=mixed(4, 4, 0),
+             stages=[("precision", "search", 30), ("qat", "qat", 15)]),
+        cell(method="two_stage", target_bits=3, avg_bits=3, cr=7.9, allocation=mixed(2, 4, 6),
+             degrade={"test-clean": 0.0, "test-other": 0.3},
+             stages=[("precision", "search", 35), ("qat", "qat", 20)]),
+        cell(method="optuna", target_bits=4, avg_bits=4, cr=6.0, degrade=0.3,
+             allocation=mixed(2, 8, 3), stages=[("search", "search", 8), ("qat", "qat", 10)]),
+    ]
+
+
+@pytest.fixture(scope="module")
+def report_dir(tmp_path_factory):
+    results = tmp_path_factory.mktemp("results")
+    write_records(results / "synthetic" / "records", suite_records())
+    assert main(["report", "synthetic", "--results", str(results)]) == 0
+    return results / "synthetic"
+
+
+def test_table_one_row_per_cell_and_split(report_dir):
+    table = records_table(load_records(report_dir))
+    assert list(table.columns) == list(TABLE_COLUMNS)
+    assert len(table) == 9 * 2
+    assert (table.wer == table.errors / table.n).all()
+    lossy = table[~table.lossless].drop_duplicates("config_hash")
+    assert sorted(zip(lossy.method, lossy.target, strict=True)) == [
+        ("optuna", "4bit"), ("two_stage", "3bit"), ("uniform", "2bit")]
+    one = table[(table.method == "one_stage") & (table.target == "4bit")].iloc[0]
+    assert (one.search_seconds, one.qat_seconds, one.compression_seconds) == (0, 25, 25)
+    two = table[(table.method == "two_stage") & (table.target == "4bit")].iloc[0]
+    assert (two.search_seconds, two.qat_seconds) == (30, 15)
+    csv = pd.read_csv(report_dir / "table.csv")
+    assert len(csv) == 18 and "record_file" not in csv and "record" in csv
+
+
+def test_report_sections_and_headline_numbers(report_dir):
+    text = (report_dir / "report.md").read_text()
+    for heading in ("## Setup", "## Headline", "## Summary table",
+                    "## Per-layer allocation", "## Plots"):
+        assert heading in text
+    assert "| uniform | 6.00x | 2 of 3 |" in text
+    assert "| one_stage | 8.00x | 2 of 2 |" in text
+    assert "| two_stage | 6.10x | 1 of 2 |" in text
+    assert "| optuna | none | 0 of 1 |" in text
+    # 8.0 / 6.0 and 8.0 / 6.1 from the lossless CRs; (45 + 55) / (25 + 30) for time.
+    assert "one_stage / uniform lossless CR = 8.00x / 6.00x = **1.33x** (paper: up to 1.7x)" \
+        in text
+    assert "below the paper's 1.7x" in text
+    assert "one_stage / two_stage lossless CR = 8.00x / 6.10x = **1.31x**" in text
+    assert "100.0 s / 55.0 s = **1.82x** (per matched pair 1.80x-1.83x)" in text
+    assert "lies within the paper's range" in text
+    assert "Test CPU" in text and "train_steps=1" in text
+    assert "60 utterances, 600 reference words" in text
+    # Paper-form summary rows: the lossy two_stage 3-bit system is worse on test-other only.
+    row = next(ln for ln in text.splitlines() if ln.startswith("| two_stage | 3bit |"))
+    assert "test-clean: no (p=" in row and "test-other: **yes** (p=" in row
+    assert row.rstrip().endswith("| no | 55.0 |")
+    assert "fewest bits (2) in 6 layers, most (4) in 6" in text
+    assert "enc0.q" in text and "enc1.fc2" in text
+    for plot in ("wer_vs_cr_tiny-ctc.png", "bit_allocation_tiny-ctc.png",
+                 "compression_time_tiny-ctc.png"):
+        assert f"(plots/{plot})" in text
+
+
+def test_plots_are_real_pngs(report_dir):
+    plots = sorted((report_dir / "plots").glob("*.png"))
+    assert [p.name for p in plots] == ["bit_allocation_tiny-ctc.png",
+                                       "compression_time_tiny-ctc.png", "wer_vs_cr_tiny-ctc.png"]
+    for plot in plots:
+        assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        height, width = imread(plot).shape[:2]
+        assert height > 300 and width > 500
+    assert not list((report_dir / "plots").glob("*.tmp"))
+
+
+def test_report_is_deterministic_and_drops_stale_plots(report_dir, tmp_path):
+    before = (report_dir / "report.md").read_text()
+    stale = report_dir / "plots" / "wer_vs_cr_gone-model.png"
+    stale.write_bytes(b"old")
+    unrelated = report_dir / "plots" / "notes.png"
+    unrelated.write_bytes(b"mine")
+    write_report(report_dir)
+    assert (report_dir / "report.md").read_text() == before
+    assert not stale.exists() and unrelated.exists()
+    unrelated.unlink()
+
+
+def _headline(records):
+    (h,) = headline(records_table(records))
+    return h
+
+
+def test_headline_undefined_without_a_lossless_uniform_system():
+    ref = make_reference()
+    h = _headline([
+        ref,
+        make_cell(ref, method="uniform", target_bits=2, avg_bits=2, cr=10.0, degrade=0.3),
+        make_cell(ref, method="one_stage", target_bits=3, avg_bits=3, cr=8.0),
+    ])
+    assert h.lossless_cr == {"uniform": None, "one_stage": 8.0}
+    assert h.cr_vs_uniform.value is None
+    text = cr_sentence(h.cr_vs_uniform, "uniform", 1.7)
+    assert "undefined, because uniform has no lossless system" in text
+    assert "undefined, because no two_stage cells in the records" in cr_sentence(
+        h.cr_vs_two_stage, "two_stage", 1.9)
+    assert "undefined" in time_sentence(h.time_ratio, h.time_pairs)
+
+
+def test_headline_says_plainly_when_one_stage_loses():
+    ref = make_reference()
+    h = _headline([
+        ref,
+        make_cell(ref, method="uniform", target_bits=4, avg_bits=4, cr=6.0),
+        make_cell(ref, method="one_stage", target_bits=4, avg_bits=4, cr=6.2, degrade=0.3,
+                  stages=[("supernet", "qat", 50)]),
+        make_cell(ref, method="one_stage", target_bits=6, avg_bits=6, cr=4.5,
+                  stages=[("supernet", "qat", 50)]),
+        make_cell(ref, method="two_stage", target_bits=4, avg_bits=4, cr=6.1,
+                  stages=[("precision", "search", 10), ("qat", "qat", 30)]),
+    ])
+    assert h.cr_vs_uniform.value == pytest.approx(4.5 / 6.0)
+    text = cr_sentence(h.cr_vs_uniform, "uniform", 1.7)
+    assert "**0.75x**" in text and "one_stage loses here" in text
+    assert "opposite of the paper's finding" in text
+    # Only the 4-bit targets match: 40 s two_stage / 50 s one_stage.
+    assert [(p.target, p.ratio) for p in h.time_pairs] == [("4bit", 0.8)]
+    assert "one_stage was slower here" in time_sentence(h.time_ratio, h.time_pairs)
+
+
+def test_headline_time_pairs_need_the_same_device():
+    ref = make_reference()
+    h = _headline([
+        ref,
+        make_cell(ref, method="one_stage", target_bits=4, avg_bits=4, cr=6.2,
+                  device="cuda: GPU A"),
+        make_cell(ref, method="two_stage", target_bits=4, avg_bits=4, cr=6.1, device="cpu: B"),
+    ])
+    assert h.time_pairs == [] and h.time_ratio.value is None
+    assert "same target, seed and device" in h.time_ratio.reason
+    assert h.unmatched_time == ["two_stage 4bit seed 0"]
+
+
+def test_corrupt_record_is_named(tmp_path, capsys):
+    folder = write_records(tmp_path / "bad" / "records", [make_reference()])
+    (folder / "broken.json").write_text('{"config": ')
+    assert main(["report", "bad", "--results", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "broken.json" in err and "not valid JSON" in err
+
+
+def test_record_missing_a_field_is_named(tmp_path):
+    rec = make_reference()
+    del rec["splits"]
+    folder = write_records(tmp_path / "records", [rec])
+    with pytest.raises(ValueError, match=r"tiny-ctc__fp32.*missing field 'splits'"):
+        load_records(folder)
+
+
+def test_totals_that_disagree_with_rows_are_refused(tmp_path):
+    rec = make_reference()
+    rec["splits"]["test-clean"]["totals"]["s"] += 1
+    with pytest.raises(ValueError, match="disagrees with the per-utterance rows"):
+        records_table([rec])
+
+
+def test_no_records_is_an_error(tmp_path, capsys):
+    (tmp_path / "empty" / "records").mkdir(parents=True)
+    assert main(["report", "empty", "--results", str(tmp_path)]) == 2
+    assert "no records in" in capsys.readouterr().err
+
+
+def test_real_fixture_records_and_factory_share_one_layout():
+    fp32, uniform = real_records()
+    table = records_table(load_records(FIXTURES))
+    assert len(table) == 4  # two cells x two splits
+    for rec in (fp32, uniform):
+        for split, data in rec["splits"].items():
+            row = table[(table.config_hash == rec["config_hash"]) & (table.split == split)]
+            assert row.wer.item() == pytest.approx(data["wer"])
+    made = make_cell(make_reference(), method="one_stage", target_bits=3, avg_bits=3, cr=8.0)
+    assert set(made) == set(uniform)
+    assert set(made["splits"]["test-clean"]) == set(uniform["splits"]["test-clean"])
+    assert set(made["splits"]["test-clean"]["utterances"][0]) == set(
+        uniform["splits"]["test-clean"]["utterances"][0])
+    assert set(made["significance"]["test-clean"]) == set(uniform["significance"]["test-clean"])
+    assert set(made["stages"][0]) == set(uniform["stages"][0])
+
+
+def test_report_reads_a_suite_file_name(tmp_path):
+    suite = tmp_path / "mine.toml"
+    suite.write_text('[suite]\nname = "synthetic"\n')
+    write_records(tmp_path / "r" / "synthetic" / "records", suite_records()[:2])
+    assert main(["report", str(suite), "--results", str(tmp_path / "r")]) == 0
+    text = (tmp_path / "r" / "synthetic" / "report.md").read_text()
+    assert text.startswith("# Benchmark report: synthetic")
+    assert (tmp_path / "r" / "synthetic" / "plots" / "wer_vs_cr_tiny-ctc.png").exists()
+    # Only uniform: the mixed-precision heatmap is skipped, the other two plots exist.
+    assert not (tmp_path / "r" / "synthetic" / "plots" / "bit_allocation_tiny-ctc.png").exists()
