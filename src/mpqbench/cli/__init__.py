@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "mpqbench.cli.quantize_cmd",
     "mpqbench.cli.run_cmd",
     "mpqbench.cli.report_cmd",
+    "mpqbench.cli.compare_cmd",
 )
 
 
