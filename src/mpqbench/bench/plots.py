@@ -256,7 +256,7 @@ def plot_compression_time(stages: pd.DataFrame, model: str, path: Path) -> Path 
     ax.grid(True, axis="y", alpha=0.3)
     fig.legend(title="stage (kind;\nhatched = search)", fontsize=8, loc="outside right upper")
     devices = sorted(set(rows.device))
-    fig.suptitle(f"{model}: compression time by stage\non {'; '.join(devices)}",
-                 fontsize=11)
+    fig.suptitle(f"{model}: compression time by stage (shared 32-bit teacher cache not "
+                 f"included)\non {'; '.join(devices)}", fontsize=11)
     return save_figure(fig, path)
 
