@@ -126,6 +126,21 @@ def test_report_is_deterministic_and_drops_stale_plots(report_dir, tmp_path):
     unrelated.unlink()
 
 
+def test_lossless_cr_per_label_when_labels_differ(tmp_path):
+    ref = make_reference()
+    records = [
+        ref,
+        make_cell(ref, method="two_stage", label="two_stage-kl", target_bits=4, avg_bits=4,
+                  cr=6.1),
+        make_cell(ref, method="two_stage", label="two_stage-hessian", target_bits=3,
+                  avg_bits=3, cr=7.9, degrade=0.3),
+    ]
+    write_records(tmp_path / "labels" / "records", records)
+    text = write_report(tmp_path / "labels").report.read_text()
+    assert "| two_stage | 6.10x | 1 of 2 |" in text
+    assert "By system label: two_stage-hessian none, two_stage-kl 6.10x." in text
+
+
 def _headline(records):
     (h,) = headline(records_table(records))
     return h

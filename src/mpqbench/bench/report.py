@@ -32,6 +32,7 @@ from mpqbench.bench.plots import (
     plot_wer_vs_cr,
     sort_cells,
 )
+from mpqbench.bench.stats import lossless_compression_ratios
 from mpqbench.bench.table import device_of, load_records, records_table
 
 log = logging.getLogger(__name__)
@@ -110,13 +111,27 @@ def _summary_table(table: pd.DataFrame, model: str) -> list[str]:
     return _md_table(header, body)
 
 
-def _headline_section(h: HeadlineModel) -> list[str]:
+def _label_lossless(table: pd.DataFrame, model: str) -> list[str]:
+    """A line of lossless CRs per system label, when some label is not its method's name."""
+    cells = cells_of(table)
+    cells = cells[(cells.model == model) & (cells.method != "fp32")]
+    if (cells.label == cells.method).all():
+        return []
+    crs = lossless_compression_ratios(
+        [(r.label, float(r.cr), bool(r.lossless)) for r in cells.itertuples()])
+    pairs = method_order(list(dict.fromkeys(zip(cells.method, cells.label, strict=True))))
+    return ["", "By system label: " + ", ".join(f"{lab} {_fmt_cr(crs[lab])}"
+                                                for _, lab in pairs) + "."]
+
+
+def _headline_section(h: HeadlineModel, table: pd.DataFrame) -> list[str]:
     out = [f"### {h.model}", ""]
     rows = [[m, _fmt_cr(cr), f"{h.systems[m][1]} of {h.systems[m][0]}"]
             for m, cr in ((m, h.lossless_cr[m])
                           for m, _ in method_order([(m, m) for m in h.lossless_cr]))]
     out += _md_table(["method", "lossless CR (largest CR among its lossless systems)",
                       "lossless systems"], rows)
+    out += _label_lossless(table, h.model)
     out += ["", f"- {cr_sentence(h.cr_vs_uniform, 'uniform', PAPER['cr_vs_uniform'])}",
             f"- {cr_sentence(h.cr_vs_two_stage, 'two_stage', PAPER['cr_vs_two_stage'])}",
             f"- {time_sentence(h.time_ratio, h.time_pairs)}"]
@@ -248,7 +263,7 @@ def render_report(records: Sequence[Mapping[str, Any]], table: pd.DataFrame, nam
               f"one_stage compression time ratio of {PAPER['time_low']:g}-"
               f"{PAPER['time_high']:g}x.", ""]
     for h in headline(table):
-        lines += _headline_section(h)
+        lines += _headline_section(h, table)
     lines += ["## Summary table", ""]
     for model in dict.fromkeys(cells.model):
         lines += [f"### {model}", "", *_summary_table(table, model), ""]
