@@ -147,3 +147,16 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys, base_records):
     empty.mkdir()
     assert main(["compare", str(empty), str(folder)]) == 2
     assert "BASE holds no records" in capsys.readouterr().err
+
+
+def test_cells_pair_across_a_new_null_config_field(base_records):
+    new = copy.deepcopy(base_records)
+    for rec in new:
+        rec["config"]["new_option"] = None  # a field added later with a null default
+        rec["config_hash"] = rec["config_hash"][::-1]
+    result = compare_records(base_records, new)
+    assert result.ok and len(result.matched) == 3 and not result.only_new
+    assert "differ only in null or absent fields ['new_option']" in result.changes[0].message
+    new[1]["config"]["new_option"] = 5  # a real setting: a different experiment
+    result = compare_records(base_records, new)
+    assert not result.ok and len(result.only_base) == 1 and len(result.only_new) == 1

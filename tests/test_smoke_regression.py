@@ -1,9 +1,9 @@
 """CI regression gate: the smoke suite against the baseline committed in results/smoke/.
 
 Runs ``mpqbench run smoke`` into a temporary results root (CPU, as the baseline was made),
-then ``mpqbench compare results/smoke/records <tmp>/smoke/records`` with the default
-tolerances (MAPSSWE at alpha 0.05 for WER, any CR fall, compression time up to 2.0x and
-more than 1 s: loose, because CI machines are noisy and may be slower than the machine that
+then ``mpqbench compare results/smoke/records <tmp>/smoke/records`` with the default WER
+and CR rules (MAPSSWE at alpha 0.05, any CR fall) and a looser time tolerance than the
+default 2.0x (see TIME_TOLERANCE: CI machines are noisy and differ from the machine that
 made the baseline). Regenerate the baseline (``mpqbench run smoke --overwrite``, then commit
 results/smoke/records) whenever the smoke suite or a method's defaults change on purpose:
 changed configs change the cell hashes, and a baseline cell missing from the new run fails.
@@ -18,6 +18,11 @@ import pytest
 from mpqbench.cli import main
 
 BASELINE = Path(__file__).resolve().parent.parent / "results" / "smoke" / "records"
+#: Time tolerance of this gate. Measured: two identical runs of a 9-cell tiny-ctc suite on the
+#: shared 2-core development machine gave compression times 2.30x and 2.69x apart for two
+#: cells (WER, CR and allocations identical), and the baseline comes from another machine
+#: than CI; 2.0x would make this gate flaky, 4.0x still catches a gross slowdown.
+TIME_TOLERANCE = "4.0"
 
 
 @pytest.mark.slow
@@ -29,6 +34,7 @@ BASELINE = Path(__file__).resolve().parent.parent / "results" / "smoke" / "recor
 def test_smoke_suite_matches_committed_baseline(tmp_path, capsys):
     assert main(["run", "smoke", "--results", str(tmp_path), "--device", "cpu",
                  "--no-progress"]) == 0
-    code = main(["compare", str(BASELINE), str(tmp_path / "smoke" / "records")])
+    code = main(["compare", str(BASELINE), str(tmp_path / "smoke" / "records"),
+                 "--time-tolerance", TIME_TOLERANCE])
     out = capsys.readouterr().out
     assert code == 0, f"smoke run regressed against results/smoke:\n{out}"

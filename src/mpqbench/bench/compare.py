@@ -1,8 +1,10 @@
 """Regression check of a new run against a baseline run, cell by cell, from records only.
 
 Cells are matched by config hash (the hash covers model, data, method, parameters, target,
-budget, splits and decoding, so a matched pair is the same experiment). For each matched
-cell NEW regresses when:
+budget, splits and decoding, so a matched pair is the same experiment); cells left over are
+paired when their configs agree once null-valued fields are dropped (a field added to the
+cell config later, with a null default, changes every hash but not the experiment; the pair
+is reported). For each matched cell NEW regresses when:
 
 - **WER**: on some split NEW is significantly worse than BASE under NIST MAPSSWE on the two
   runs' stored per-utterance alignments (two-sided test at ``wer_alpha``; NEW worse);
@@ -20,6 +22,7 @@ flag, devices) is printed as information.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -140,6 +143,12 @@ def _index(records: Sequence[Mapping[str, Any]], side: str) -> dict[str, Mapping
     return out
 
 
+def _loose_key(record: Mapping[str, Any]) -> str:
+    """The record's config without null-valued fields, as canonical JSON."""
+    cfg = {k: v for k, v in record["config"].items() if v is not None}
+    return json.dumps(cfg, sort_keys=True, separators=(",", ":"))
+
+
 def _wer_changes(name: str, base: Mapping[str, Any], new: Mapping[str, Any],
                  alpha: float) -> list[Change]:
     out = []
@@ -228,17 +237,32 @@ def compare_records(base: Sequence[Mapping[str, Any]], new: Sequence[Mapping[str
     if not base:
         raise ValueError("BASE holds no records")
     b, n = _index(base, "BASE"), _index(new, "NEW")
+    pairs = {key: key for key in b if key in n}
+    # A config field added later with a null default changes every hash without changing
+    # the experiment: pair the leftovers whose configs agree once null fields are dropped.
+    loose_new = {_loose_key(n[k]): k for k in n if k not in b}
+    for key in b:
+        if key not in pairs and _loose_key(b[key]) in loose_new:
+            pairs[key] = loose_new.pop(_loose_key(b[key]))
+    paired_new = set(pairs.values())
     result = Comparison(tolerances=tol)
     for key, record in b.items():
         name = _name(record)
-        if key not in n:
+        if key not in pairs:
             result.only_base.append(name)
             result.changes.append(Change(name, "missing", True, "no record in NEW"))
             continue
         result.matched.append(name)
-        result.changes += _cell_changes(name, record, n[key], tol)
+        other = n[pairs[key]]
+        if pairs[key] != key:
+            fields = sorted(set(record["config"]) ^ set(other["config"]))
+            result.changes.append(Change(
+                name, "info", False,
+                f"matched NEW [{pairs[key]}] by config: the hashes differ only in null or "
+                f"absent fields {fields or '(null values)'}"))
+        result.changes += _cell_changes(name, record, other, tol)
     for key, record in n.items():
-        if key not in b:
+        if key not in paired_new:
             result.only_new.append(_name(record))
             result.changes.append(Change(_name(record), "only_new", False, "no record in BASE"))
     return result
