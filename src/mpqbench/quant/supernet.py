@@ -33,15 +33,21 @@ elementwise work on the weights only, which is small next to the activation matm
 Cost of one training forward + backward per layer (N weights, K = |B| candidates), done by
 one custom autograd function vectorised across candidates:
 
-- scales: max|W| per channel is computed *once* and divided by each candidate's qmax
-  (``mse`` scales run the per-candidate search instead; b = 1 uses mean|W|);
-- forward: the K quantized weights as one ``(K, N)`` tensor, mixed by one matrix-vector
-  product; nothing of size K * N is kept for the backward;
-- backward: the K quantized weights are *recomputed* (cheap elementwise work) instead of
-  stored, trading a second quantization pass for K * N saved floats per layer; then
-  dL/dy = Q (K, N) @ g (N) and the STE gradient dL/dW = g * sum_i y_i m_i, where m_i is
-  candidate i's STE mask. With ``max`` scales and no 1-bit candidate every m_i is all ones
-  (a max scale never clips), so the masks are skipped and dL/dW = g * sum_i y_i.
+- scales: max|W| per channel is reduced *once* and divided by each candidate's
+  qmax (``mse`` scales run the per-candidate search instead; b = 1 uses mean|W|);
+- forward: the K quantized weights as one ``(K, N)`` tensor (a handful of elementwise kernels
+  whatever K is), mixed by one matrix-vector product;
+- backward: dL/dy = Q (K, N) @ g (N) and the STE gradient dL/dW = g * sum_i y_i m_i, where
+  m_i is candidate i's STE mask. With ``max`` scales and no 1-bit candidate every m_i is all
+  ones (a max scale never clips), so the masks are skipped and dL/dW = g * sum_i y_i. By
+  default (``keep_candidates=True``) Q is kept from the forward, K weight-sized tensors per
+  layer until the backward (for whisper-tiny.en's 16.5M block weights and K = 3: 200 MB);
+  ``keep_candidates=False`` recomputes Q in the backward instead (one more quantization
+  pass, nothing of size K * N kept);
+- sampling: :func:`sample_mixing_` draws the Gumbel noise of all layers in one batched op
+  per step, and :class:`ExpectedBits` computes the budget's expected bits in one batched op,
+  so that the per-layer kernel count -- what bounds a small model's step on a GPU -- stays
+  close to uniform QAT's.
 
 Frozen weights (two-stage DNAS): with ``requires_grad=False`` on W the backward computes
 only dL/dalpha. Learnable scales (LSQ) are not supported in the supernet (scales are derived
@@ -55,7 +61,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -157,17 +163,19 @@ def candidate_scales(
 
 
 def _quantize_all(
-    w: torch.Tensor, scales: torch.Tensor, bits: tuple[int, ...], qmax: torch.Tensor,
-    need_mask: bool,
+    w: torch.Tensor, scales: torch.Tensor, bits: tuple[int, ...], qmin: torch.Tensor,
+    qmax: torch.Tensor, need_mask: bool,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Every candidate's fake-quantized weight ``(K, *w.shape)`` and, optionally, STE masks.
 
-    Row i is bitwise equal to ``fake_quantize(w, scales[i], bits[i])``.
+    Row i is bitwise equal to ``fake_quantize(w, scales[i], bits[i])``. ``qmin``/``qmax`` are
+    ``(K,)`` (qmin = -qmax).
     """
-    qmax = qmax.view((-1,) + (1,) * w.dim())
+    shape = (-1,) + (1,) * w.dim()
+    qmin, qmax = qmin.view(shape), qmax.view(shape)
     q = torch.mul(w.unsqueeze(0), torch.reciprocal(scales)).round_()
     mask = q.abs() <= qmax if need_mask else None
-    out = q.clamp_(min=-qmax, max=qmax).mul_(scales)
+    out = q.clamp_(min=qmin, max=qmax).mul_(scales)
     for i, b in enumerate(bits):
         if b == 1:
             out[i] = torch.where(w >= 0, 1.0, -1.0).to(w.dtype).mul_(scales[i])
@@ -180,32 +188,41 @@ class _MixedFakeQuant(torch.autograd.Function):
     """W~ = sum_i y_i Q_{b_i}(W): STE to W, exact gradient <g, Q_i(W)> to y_i."""
 
     @staticmethod
-    def forward(ctx, w, y, scales, qmax, bits, need_mask):  # type: ignore[override]
+    def forward(ctx, w, y, scales, qmin, qmax, bits, need_mask, keep):  # type: ignore[override]
         k = len(bits)
-        quant, _ = _quantize_all(w, scales, bits, qmax, need_mask=False)
+        need_w, need_y = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        keep = keep and (need_y or (need_w and need_mask))
+        quant, mask = _quantize_all(w, scales, bits, qmin, qmax, need_mask=keep and need_mask)
         out = (y.to(w.dtype) @ quant.view(k, -1)).view(w.shape)
-        ctx.bits, ctx.need_mask = bits, need_mask
-        ctx.save_for_backward(w, y, scales, qmax)
+        ctx.bits, ctx.need_mask, ctx.kept = bits, need_mask, keep
+        if keep:
+            ctx.save_for_backward(w, y, quant, mask)
+        else:
+            ctx.save_for_backward(w, y, scales, qmin, qmax)
         return out
 
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]
-        w, y, scales, qmax = ctx.saved_tensors
         need_w, need_y = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         k = len(ctx.bits)
-        grad_w = grad_y = None
         masks = need_w and ctx.need_mask
-        if need_y or masks:
-            quant, mask = _quantize_all(w.detach(), scales, ctx.bits, qmax, need_mask=masks)
-            if need_y:
-                grad_y = (quant.view(k, -1) @ grad.reshape(-1)).to(y.dtype)
-            if masks:
-                assert mask is not None
-                weight = (y.to(w.dtype) @ mask.view(k, -1).to(w.dtype)).view(w.shape)
-                grad_w = grad * weight
-        if need_w and grad_w is None:
+        if ctx.kept:
+            w, y, quant, mask = ctx.saved_tensors
+        else:
+            w, y, scales, qmin, qmax = ctx.saved_tensors
+            quant = mask = None
+            if need_y or masks:
+                quant, mask = _quantize_all(w.detach(), scales, ctx.bits, qmin, qmax,
+                                            need_mask=masks)
+        grad_w = grad_y = None
+        if need_y:
+            grad_y = (quant.view(k, -1) @ grad.reshape(-1)).to(y.dtype)
+        if masks:
+            weight = (y.to(w.dtype) @ mask.view(k, -1).to(w.dtype)).view(w.shape)
+            grad_w = grad * weight
+        elif need_w:
             grad_w = grad * y.sum().to(grad.dtype)
-        return grad_w, grad_y, None, None, None, None
+        return grad_w, grad_y, None, None, None, None, None, None
 
 
 def mixed_fake_quantize(
@@ -215,6 +232,9 @@ def mixed_fake_quantize(
     granularity: str = "per_channel",
     scale_method: str = "max",
     qmax: torch.Tensor | None = None,
+    *,
+    keep_candidates: bool = True,
+    qmin: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mix every candidate's fake-quantized ``w`` with weights ``y``: sum_i y_i Q_{b_i}(w).
 
@@ -225,7 +245,12 @@ def mixed_fake_quantize(
         bits: the K candidate bit-widths.
         granularity: scale granularity, as in :class:`QuantSpec`.
         scale_method: ``"max"`` or ``"mse"``.
-        qmax: :func:`candidate_qmax` of ``bits`` (built here when None).
+        qmax: :func:`candidate_qmax` of ``bits`` (built here when None); ``qmin`` its
+            negation.
+        keep_candidates: keep the ``(K, *w.shape)`` quantized weights from the forward for the
+            backward (K weight-sized tensors per layer held until the backward; fewest
+            kernels); False recomputes them in the backward instead (less memory, one more
+            quantization pass).
 
     Returns:
         Tensor like ``w``. Gradients: dL/dy_i = <dL/dout, Q_{b_i}(w)>; dL/dw = dL/dout *
@@ -240,9 +265,11 @@ def mixed_fake_quantize(
         raise ValueError(f"mixing weights must have shape ({len(bits)},), got {tuple(y.shape)}")
     if qmax is None:
         qmax = candidate_qmax(bits, w)
+    if qmin is None:
+        qmin = -qmax
     scales = candidate_scales(w, bits, granularity, scale_method, qmax)
     need_mask = scale_method != "max" or 1 in bits
-    return _MixedFakeQuant.apply(w, y, scales, qmax, bits, need_mask)
+    return _MixedFakeQuant.apply(w, y, scales, qmin, qmax, bits, need_mask, keep_candidates)
 
 
 def gumbel_softmax_weights(
@@ -250,15 +277,16 @@ def gumbel_softmax_weights(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample mixing weights from logits: ``(y, p)`` with p = softmax((alpha + g) / tau).
 
-    ``y`` is ``p`` (soft) or the straight-through one-hot ``onehot(argmax p) + p - p.detach()``
-    (hard), whose value is exactly one-hot. Gumbel noise comes from torch's global RNG (of
+    ``alpha`` is ``(K,)`` or a batch ``(L, K)`` (one independent draw per row). ``y`` is ``p``
+    (soft) or the straight-through one-hot ``onehot(argmax p) + p - p.detach()`` (hard),
+    whose value is exactly one-hot. Gumbel noise comes from torch's global RNG (of
     ``alpha``'s device); no host synchronisation.
     """
-    gumbel = -torch.empty_like(alpha).exponential_().log()
-    p = torch.softmax((alpha + gumbel) / tau, dim=-1)
+    gumbel = torch.empty_like(alpha).exponential_().log_()  # -g, g ~ Gumbel(0, 1)
+    p = torch.softmax((alpha - gumbel) / tau, dim=-1)
     if not hard:
         return p, p
-    onehot = F.one_hot(p.argmax(), p.numel()).to(p.dtype)
+    onehot = F.one_hot(p.argmax(dim=-1), p.shape[-1]).to(p.dtype)
     return onehot + (p - p.detach()), p
 
 
@@ -270,6 +298,7 @@ class _SupernetMixin:
 
     weight: torch.Tensor
     qmax_values: torch.Tensor
+    qmin_values: torch.Tensor
     bit_values: torch.Tensor
     training: bool
     spec: QuantSpec
@@ -277,10 +306,12 @@ class _SupernetMixin:
     alpha: nn.Parameter
     tau: float
     hard: bool
+    keep_candidates: bool
+    pending_mixing: torch.Tensor | None
 
     def _init_supernet(
         self, candidates: Sequence[int], spec: QuantSpec, *, hard: bool, tau: float,
-        init_logits: Sequence[float] | None,
+        init_logits: Sequence[float] | None, keep_candidates: bool,
     ) -> None:
         if spec.learnable_scale:
             raise ValueError(
@@ -291,6 +322,8 @@ class _SupernetMixin:
         self.spec = spec
         self.hard = bool(hard)
         self.tau = float(tau)
+        self.keep_candidates = bool(keep_candidates)
+        self.pending_mixing = None
         k = len(self.candidates)
         init = torch.zeros(k) if init_logits is None else torch.tensor(list(init_logits))
         if init.shape != (k,):
@@ -301,6 +334,7 @@ class _SupernetMixin:
         qmax = candidate_qmax(self.candidates, self.weight)
         self.register_buffer("bit_values", bit_values, persistent=False)  # type: ignore
         self.register_buffer("qmax_values", qmax, persistent=False)  # type: ignore
+        self.register_buffer("qmin_values", -qmax, persistent=False)  # type: ignore
 
     # -- architecture views --
     def probabilities(self) -> torch.Tensor:
@@ -329,16 +363,18 @@ class _SupernetMixin:
         """The weight this forward uses: the Gumbel mix in training, argmax in eval."""
         w = self.weight
         spec = self.spec
+        y, self.pending_mixing = self.pending_mixing, None
         if not self.training:
             b = self.argmax_bits()
             return fake_quantize(w, choose_scale(w.detach(), b, spec.granularity,
                                                  spec.scale_method), b)
-        y, _ = gumbel_softmax_weights(self.alpha, self.tau, self.hard)
-        qmax = self.qmax_values
+        if y is None:
+            y, _ = gumbel_softmax_weights(self.alpha, self.tau, self.hard)
+        qmin, qmax = self.qmin_values, self.qmax_values
         if qmax.dtype != w.dtype:
-            qmax = qmax.to(w.dtype)
+            qmin, qmax = qmin.to(w.dtype), qmax.to(w.dtype)
         return mixed_fake_quantize(w, y, self.candidates, spec.granularity, spec.scale_method,
-                                   qmax)
+                                   qmax, keep_candidates=self.keep_candidates, qmin=qmin)
 
     def extra_repr(self) -> str:
         base = super().extra_repr()  # type: ignore[misc]
@@ -357,6 +393,7 @@ class SupernetLinear(_SupernetMixin, nn.Linear):
     def from_float(
         cls, linear: nn.Linear, candidates: Sequence[int], spec: QuantSpec | None = None, *,
         hard: bool = False, tau: float = 1.0, init_logits: Sequence[float] | None = None,
+        keep_candidates: bool = True,
     ) -> SupernetLinear:
         """Wrap ``linear``'s Parameters (shared, not copied) with a supernet over ``candidates``.
 
@@ -366,7 +403,10 @@ class SupernetLinear(_SupernetMixin, nn.Linear):
             spec: granularity and scale method (``bits`` ignored; no learnable scale).
             hard: straight-through one-hot sampling instead of soft mixing.
             tau: initial Gumbel-softmax temperature.
-            init_logits: initial ``alpha`` (default zeros: every candidate equally likely).
+            init_logits: initial ``alpha``, aligned with the sorted candidates (default
+                zeros: every candidate equally likely).
+            keep_candidates: keep the K quantized weights from forward to backward (see
+                :func:`mixed_fake_quantize`).
 
         Raises:
             ValueError: bad candidates, a learnable-scale spec, or wrong init_logits.
@@ -374,7 +414,7 @@ class SupernetLinear(_SupernetMixin, nn.Linear):
         new = cls(linear.in_features, linear.out_features, linear.bias is not None, device="meta")
         _adopt(new, linear)
         new._init_supernet(candidates, spec or QuantSpec(), hard=hard, tau=tau,
-                           init_logits=init_logits)
+                           init_logits=init_logits, keep_candidates=keep_candidates)
         return new
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -391,6 +431,7 @@ class SupernetConv1d(_SupernetMixin, nn.Conv1d):
     def from_float(
         cls, conv: nn.Conv1d, candidates: Sequence[int], spec: QuantSpec | None = None, *,
         hard: bool = False, tau: float = 1.0, init_logits: Sequence[float] | None = None,
+        keep_candidates: bool = True,
     ) -> SupernetConv1d:
         """Wrap ``conv``'s Parameters (and weight parametrization); see SupernetLinear."""
         new = cls(
@@ -400,7 +441,7 @@ class SupernetConv1d(_SupernetMixin, nn.Conv1d):
         )
         _adopt(new, conv)
         new._init_supernet(candidates, spec or QuantSpec(), hard=hard, tau=tau,
-                           init_logits=init_logits)
+                           init_logits=init_logits, keep_candidates=keep_candidates)
         return new
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -440,6 +481,7 @@ def prepare_supernet_(
     hard: bool = False,
     tau: float = 1.0,
     init_logits: Sequence[float] | None = None,
+    keep_candidates: bool = True,
 ) -> nn.Module:
     """Swap every ``eligible`` layer for its supernet twin, in place.
 
@@ -451,6 +493,8 @@ def prepare_supernet_(
         hard: straight-through hard sampling.
         tau: initial temperature.
         init_logits: initial logits of every layer (default zeros).
+        keep_candidates: keep the K quantized weights from forward to backward (default;
+            fewest kernels) or recompute them in the backward (less memory).
 
     Returns:
         ``model``. Weight and bias Parameters are the same objects as before; each layer gains
@@ -472,7 +516,8 @@ def prepare_supernet_(
         module = present[name]
         cls = _supernet_class(name, module)
         replacements[name] = cls.from_float(module, candidates, spec, hard=hard, tau=tau,
-                                            init_logits=init_logits)
+                                            init_logits=init_logits,
+                                            keep_candidates=keep_candidates)
     replace_modules_(model, replacements)
     logger.info("prepare_supernet_: %d layers, candidates %s", len(replacements), candidates)
     return model
@@ -500,15 +545,64 @@ def set_tau_(model: nn.Module, tau: float) -> None:
         m.tau = float(tau)
 
 
+def sample_mixing_(layers: Iterable[_SupernetMixin]) -> None:
+    """Draw the mixing weights of every layer's next training forward in batched ops.
+
+    Layers with the same candidate count, mode, temperature and device share one Gumbel draw
+    of shape ``(L, K)`` (a few kernels instead of a few per layer); each layer consumes its
+    row at its next forward (a layer that samples for itself when nothing is pending). Call
+    it once per training step, before the forward (the one-stage method does, from the
+    loop's ``on_step``); a row not consumed by a forward is replaced at the next call.
+    """
+    groups: dict[tuple[int, bool, float, torch.device], list[_SupernetMixin]] = {}
+    for m in layers:
+        key = (len(m.candidates), m.hard, m.tau, m.alpha.device)
+        groups.setdefault(key, []).append(m)
+    for (_, hard, tau, _), members in groups.items():
+        y, _ = gumbel_softmax_weights(torch.stack([m.alpha for m in members]), tau, hard)
+        for m, row in zip(members, y.unbind(0), strict=True):
+            m.pending_mixing = row
+
+
+class ExpectedBits:
+    """E[average bits] = sum_l N_l E_l[bits] / sum_l N_l of fixed layers, as one batched op.
+
+    Args:
+        layers: name -> supernet layer.
+        sizes: name -> N_l (weight elements).
+
+    Raises:
+        ValueError: no weights in ``layers``.
+    """
+
+    def __init__(self, layers: Mapping[str, _SupernetMixin], sizes: Mapping[str, int]) -> None:
+        self.layers = dict(layers)
+        total = sum(sizes[n] for n in self.layers)
+        if not self.layers or total <= 0:
+            raise ValueError("expected bits: no weights in the given layers")
+        self._fractions = {n: sizes[n] / total for n in self.layers}
+        first = next(iter(self.layers.values()))
+        same = all(m.candidates == first.candidates for m in self.layers.values())
+        self._stacked = None
+        if same:
+            weights = torch.tensor(list(self._fractions.values()), dtype=torch.float32)
+            self._stacked = (first.bit_values, weights.to(first.alpha.device))
+
+    def __call__(self) -> torch.Tensor:
+        """A differentiable 0-d tensor (no noise, no temperature)."""
+        if self._stacked is not None:
+            bits, weights = self._stacked
+            alphas = torch.stack([m.alpha for m in self.layers.values()])
+            return torch.softmax(alphas, dim=-1) @ bits @ weights
+        terms = [m.expected_bits() * self._fractions[n] for n, m in self.layers.items()]
+        return torch.stack(terms).sum()
+
+
 def expected_average_bits(
     layers: Mapping[str, _SupernetMixin], sizes: Mapping[str, int]
 ) -> torch.Tensor:
     """sum_l N_l E_l[bits] / sum_l N_l over ``layers``: a differentiable 0-d tensor."""
-    total = sum(sizes[n] for n in layers)
-    if total <= 0:
-        raise ValueError("expected_average_bits: no weights in the given layers")
-    terms = [m.expected_bits() * (sizes[n] / total) for n, m in layers.items()]
-    return torch.stack(terms).sum()
+    return ExpectedBits(layers, sizes)()
 
 
 def extract_(
@@ -563,6 +657,7 @@ __all__ = [
     "ANNEAL_KINDS",
     "DEFAULT_CANDIDATES",
     "SUPERNET_TYPES",
+    "ExpectedBits",
     "SupernetConv1d",
     "SupernetLinear",
     "anneal_tau",
@@ -575,6 +670,7 @@ __all__ = [
     "gumbel_softmax_weights",
     "mixed_fake_quantize",
     "prepare_supernet_",
+    "sample_mixing_",
     "set_tau_",
     "supernet_modules",
 ]

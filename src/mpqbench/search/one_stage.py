@@ -75,11 +75,12 @@ from mpqbench.quant.qat import TrainConfig, train
 from mpqbench.quant.supernet import (
     ANNEAL_KINDS,
     DEFAULT_CANDIDATES,
+    ExpectedBits,
     anneal_tau,
     check_candidates,
-    expected_average_bits,
     extract_,
     prepare_supernet_,
+    sample_mixing_,
     supernet_modules,
 )
 from mpqbench.timing import device_label, stage_timer
@@ -165,10 +166,8 @@ class BitBudget:
         self.mode, self.weight, self.dual_lr = mode, float(weight), float(dual_lr)
         self.multiplier = 0.0
         self.expected: list[float] = []
-
-    def expected_bits(self) -> torch.Tensor:
-        """E[average bits] under softmax(alpha): differentiable."""
-        return expected_average_bits(self.layers, self.sizes)
+        #: E[average bits] under softmax(alpha): call it for a differentiable 0-d tensor.
+        self.expected_bits = ExpectedBits(layers, sizes)
 
     def __call__(self, step: int) -> torch.Tensor:
         e = self.expected_bits()
@@ -180,6 +179,29 @@ class BitBudget:
         term = self.multiplier * excess
         self.multiplier = max(0.0, self.multiplier + self.dual_lr * (value - self.target))
         return term
+
+
+class SupernetSchedule:
+    """The loop's ``on_step``: anneal tau, then draw every layer's Gumbel noise (batched).
+
+    Args:
+        layers: the supernet layers.
+        total: steps of the supernet stage (tau reaches ``end`` at the last one).
+        start, end, kind: see :func:`~mpqbench.quant.supernet.anneal_tau`.
+    """
+
+    def __init__(self, layers: list[Any], total: int, start: float, end: float,
+                 kind: str) -> None:
+        self.layers, self.total = layers, total
+        self.start, self.end, self.kind = start, end, kind
+        self.taus: list[float] = []
+
+    def __call__(self, step: int) -> None:
+        tau = anneal_tau(step, self.total, self.start, self.end, self.kind)
+        self.taus.append(tau)
+        for layer in self.layers:
+            layer.tau = tau
+        sample_mixing_(self.layers)
 
 
 def repair_allocation(
@@ -276,20 +298,14 @@ def run_one_stage(
     by_name = {n: module.get_submodule(n) for n in eligible}
     budget_term = BitBudget(by_name, sizes, target_bits, mode=config.budget_mode,
                             weight=config.budget_weight, dual_lr=config.dual_lr)
-    taus: list[float] = []
-
-    def on_step(step: int) -> None:
-        tau = anneal_tau(step, steps1, config.tau_start, config.tau_end, config.anneal)
-        taus.append(tau)
-        for layer in layers.values():
-            layer.tau = tau
-
+    schedule = SupernetSchedule(list(layers.values()), steps1, config.tau_start,
+                                config.tau_end, config.anneal)
     alphas = [m.alpha for m in layers.values()]
     result1 = train(
         speech, workload.train, steps=steps1, batch_size=budget.batch_size, seed=budget.seed,
         config=config.train, teacher=workload.teacher,
         extra_param_groups=[{"params": alphas, "lr": config.arch_lr}],
-        extra_loss=budget_term, on_step=on_step, desc="one-stage supernet",
+        extra_loss=budget_term, on_step=schedule, desc="one-stage supernet",
     )
     with stage_timer(workload.device) as watch:
         logits = {n: m.alpha.detach().cpu().tolist() for n, m in by_name.items()}
@@ -321,7 +337,8 @@ def run_one_stage(
         "logits": logits,
         "probabilities": probs,
         "expected_avg_bits": {**_summary(budget_term.expected), "final": final_expected},
-        "tau": {"first": taus[0] if taus else None, "last": taus[-1] if taus else None},
+        "tau": {"first": schedule.taus[0] if schedule.taus else None,
+                "last": schedule.taus[-1] if schedule.taus else None},
         "multiplier": budget_term.multiplier if config.budget_mode == "lagrangian" else None,
         "repair": repair,
         "final_loss": history[-1] if history else None,
@@ -329,4 +346,11 @@ def run_one_stage(
     return MethodResult(model=speech, allocation=allocation, stages=stages, info=info)
 
 
-__all__ = ["BUDGET_MODES", "BitBudget", "OneStageConfig", "repair_allocation", "run_one_stage"]
+__all__ = [
+    "BUDGET_MODES",
+    "BitBudget",
+    "OneStageConfig",
+    "SupernetSchedule",
+    "repair_allocation",
+    "run_one_stage",
+]
