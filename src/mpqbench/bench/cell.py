@@ -91,8 +91,13 @@ class CellSpec:
         return out
 
     def config_hash(self) -> str:
-        """sha256 (first 16 hex digits) of the canonical JSON of :meth:`to_dict`."""
-        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        """sha256 (first 16 hex digits) of the canonical JSON of :meth:`to_dict`.
+
+        Top-level fields that are None (optional settings left unset) are left out, so
+        adding a new optional field does not change the hash of existing cells.
+        """
+        fields = {k: v for k, v in self.to_dict().items() if v is not None}
+        text = json.dumps(fields, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def reference(self) -> CellSpec:
