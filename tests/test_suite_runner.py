@@ -129,6 +129,6 @@ def test_cli_dry_run_lists_cells_without_loading(corpus, tmp_path, capsys):
 
 
 def test_shipped_suites_validate():
-    for name in ("smoke",):
+    for name in ("smoke", "default", "ablation", "paper"):
         suite = load_suite(name)
         assert suite.references() and suite.compressed()
