@@ -145,6 +145,17 @@ def test_parameter_names_carry_module_names(workload, tmp_path):
                    for d in t.distributions.values())
 
 
+def test_warm_starts_form_nsga2s_first_generation(workload, tmp_path):
+    url = f"journal:{tmp_path / 'gen.log'}"
+    out = search_allocation(workload, Target(avg_bits=4), _budget(6),
+                            _config(storage=url, warm_starts=4, population_size=4))
+    study = _study(url, out)
+    sampler = optuna.samplers.NSGAIISampler(population_size=4)
+    assert [t.number for t in sampler.get_population(study, 0)] == [0, 1, 2, 3]
+    assert [t.number for t in sampler.get_population(study, 1)] == [4, 5]
+    assert {t.number for t in sampler.get_parent_population(study, 1)} == {0, 1, 2, 3}
+
+
 # ---- seeding -------------------------------------------------------------------------------------
 @pytest.mark.parametrize("sampler", ["nsga2", "tpe"])
 def test_seeded_runs_give_identical_studies(workload, tmp_path, sampler):

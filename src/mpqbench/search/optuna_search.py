@@ -598,6 +598,12 @@ def _run_trial(
 ) -> int:
     """Ask one trial, score it if feasible (or if asked to), tell it. Returns evaluations."""
     trial = study.ask(distributions)
+    # An enqueued trial's parameters are all fixed, so the sampler is never asked for relative
+    # parameters and NSGA-II never assigns it a generation: the warm starts would not be part
+    # of any population and generation 0 would be 16 more random (and, at 3-4 bits, almost
+    # all infeasible) trials. Asking for them lets every sampler register the trial as it
+    # does a sampled one (NSGA-II stamps the generation); the answer is not used.
+    _ = trial.relative_params
     beat = _Heartbeat(storage, trial) if heartbeat else contextlib.nullcontext()
     try:
         with beat:
