@@ -19,6 +19,10 @@ Public API (implementation modules: ``formats``, ``primitives``, ``packing``,
   :data:`RULES`
 - export: :func:`save_packed`, :func:`load_packed`, :func:`read_packed_metadata`,
   :class:`ExportInfo`
+- supernet (weight-sharing mixed-precision search layers): :class:`SupernetLinear`,
+  :class:`SupernetConv1d`, :func:`prepare_supernet_`, :func:`extract_`,
+  :func:`supernet_modules`, :func:`sample_mixing_`, :func:`set_tau_`, :func:`anneal_tau`,
+  :class:`ExpectedBits`, :func:`mixed_fake_quantize`
 """
 
 from __future__ import annotations
@@ -52,6 +56,18 @@ from mpqbench.quant.primitives import (
     qrange,
     quantize,
 )
+from mpqbench.quant.supernet import (
+    ExpectedBits,
+    SupernetConv1d,
+    SupernetLinear,
+    anneal_tau,
+    extract_,
+    mixed_fake_quantize,
+    prepare_supernet_,
+    sample_mixing_,
+    set_tau_,
+    supernet_modules,
+)
 
 __all__ = [
     "DEFAULT_GROUPS",
@@ -63,6 +79,7 @@ __all__ = [
     "Allocation",
     "BitAllocation",
     "BitPacker",
+    "ExpectedBits",
     "ExportInfo",
     "Figure",
     "LayerAccount",
@@ -72,28 +89,37 @@ __all__ = [
     "QuantConv1d",
     "QuantLinear",
     "QuantSpec",
+    "SupernetConv1d",
+    "SupernetLinear",
     "absmax",
     "account",
     "allocate_bits",
     "allocation_for",
+    "anneal_tau",
     "build_allocation",
     "check_bits",
     "choose_scale",
     "convert_",
     "dequantize",
+    "extract_",
     "fake_quant_modules",
     "fake_quantize",
     "fake_quantize_lsq",
     "layer_sizes",
     "load_packed",
     "lsq_grad_factor",
+    "mixed_fake_quantize",
     "pack",
     "packed_modules",
     "packed_nbytes",
     "prepare_",
+    "prepare_supernet_",
     "qrange",
     "quantize",
     "read_packed_metadata",
+    "sample_mixing_",
     "save_packed",
+    "set_tau_",
+    "supernet_modules",
     "unpack",
 ]
