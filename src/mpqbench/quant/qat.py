@@ -197,7 +197,7 @@ def train(
                     parts["extra"] = float(extra.detach())
             if not torch.isfinite(loss):
                 raise TrainingDiverged(
-                    f"{desc}: loss is {float(loss)} at step {step} ({parts}); lower the "
+                    f"{desc}: loss is {float(loss.detach())} at step {step} ({parts}); lower the "
                     "learning rate or check the data. Nothing was written for this step."
                 )
             optimizer.zero_grad(set_to_none=True)
