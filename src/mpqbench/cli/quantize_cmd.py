@@ -58,6 +58,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="comma-separated layer groups to quantize (blocks)")
     p.add_argument("--rule", action="append", default=[], metavar="PATTERN=BITS",
                    help="per-layer override, e.g. '*.fc2=8' or 'proj_out=none'; repeatable")
+    p.add_argument("--whisper-window", type=int, default=None, metavar="SECONDS",
+                   help="shrink a Whisper model's encoder window (default: 30 s)")
+    p.add_argument("--eval-limit", type=int, default=None, metavar="N",
+                   help="evaluate a fixed seeded subset of N utterances per split")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--reference", type=Path, default=None, help="the fp32 cell record")
     p.add_argument("--out", type=Path, required=True, help="record path (JSON)")
@@ -109,6 +113,8 @@ def run(args: argparse.Namespace) -> int:
         eval_splits=tuple(s for s in args.eval_splits.split(",") if s),
         groups=tuple(g for g in args.groups.split(",") if g),
         rules=tuple(args.rule),
+        whisper_window_s=args.whisper_window,
+        eval_limit=args.eval_limit,
     )
     reference = None
     if args.method != FP32:
