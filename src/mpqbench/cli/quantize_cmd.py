@@ -2,7 +2,8 @@
 
 The 32-bit reference the significance test needs is itself a cell (method ``fp32``): it is
 read from ``--reference`` when given, otherwise from the record beside ``--out`` named
-``<model>__fp32.json`` (evaluated and written there first if missing).
+``<model>__fp32__<config hash>.json`` (evaluated and written there first if missing), so
+cells with the same evaluation settings share it.
 """
 
 from __future__ import annotations
@@ -119,7 +120,8 @@ def run(args: argparse.Namespace) -> int:
     reference = None
     if args.method != FP32:
         make_config(spec.method, spec.params)  # refuse a bad config before any model loads
-        ref_path = args.reference or args.out.with_name(f"{_safe(args.model)}__fp32.json")
+        default_ref = f"{_safe(args.model)}__fp32__{spec.reference().config_hash()}.json"
+        ref_path = args.reference or args.out.with_name(default_ref)
         reference = _load_or_make_reference(spec, ref_path, device, not args.no_progress)
     record = run_cell(spec, reference=reference, device=device, progress=not args.no_progress)
     atomic_write_json(args.out, record)
