@@ -185,7 +185,9 @@ def run_cell(
         key = (spec.model, spec.data, spec.train_split, spec.teacher_top_k, device)
         memo = teacher_cache if teacher_cache is not None else {}
         with stage_timer(device) as watch:
-            if key not in memo:
+            if key not in memo and spec.budget.train_steps == 0:
+                memo[key] = TeacherCache(spec.teacher_top_k)  # no training: nothing to distil
+            elif key not in memo or len(memo[key]) == 0:
                 memo[key] = build_teacher_cache(
                     model, train, batch_size=spec.budget.batch_size, top_k=spec.teacher_top_k,
                     progress=progress,
