@@ -6,20 +6,9 @@ import json
 
 import pytest
 
-from librispeech_tree import make_chapter
 from mpqbench.bench.cell import CellSpec, run_cell
 from mpqbench.cli import main
 from mpqbench.method import Budget, Target
-
-TEXTS = ["THE CAT SAT", "A DOG RAN HOME", "BIRDS SING IN TREES", "WE WALK TO TOWN"]
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    root = tmp_path_factory.mktemp("corpus")
-    for split, speaker in (("train", "1"), ("dev", "2"), ("test-clean", "3")):
-        make_chapter(root / split, speaker, "10", TEXTS, seconds=0.6)
-    return root
 
 
 @pytest.mark.parametrize("model", ["tiny-ctc", "tiny-whisper"])
@@ -39,7 +28,7 @@ def test_uniform_cell_record(corpus, model):
     assert record["shared_stages"][0]["name"] == "teacher"
     sig = record["significance"]["test-clean"]
     assert set(sig) == {"mapsswe", "bootstrap", "significantly_worse"}
-    assert len(record["splits"]["test-clean"]["utterances"]) == len(TEXTS)
+    assert len(record["splits"]["test-clean"]["utterances"]) == 4  # the corpus fixture
     assert record["config_hash"] == base.config_hash() != base.reference().config_hash()
 
 

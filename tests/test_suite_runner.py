@@ -7,12 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from librispeech_tree import make_chapter
 from mpqbench.bench.runner import parse_shard, run_suite, shard_cells
 from mpqbench.bench.suite import load_suite
 from mpqbench.cli import main
-
-TEXTS = ["THE CAT SAT", "A DOG RAN HOME", "BIRDS SING IN TREES", "WE WALK TO TOWN"]
 
 SUITE = """
 [suite]
@@ -33,14 +30,6 @@ dev_subset = 2
 method = "uniform"
 avg_bits = [8, 4]
 """
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    root = tmp_path_factory.mktemp("corpus")
-    for split, speaker in (("train", "1"), ("dev", "2"), ("test-clean", "3")):
-        make_chapter(root / split, speaker, "10", TEXTS, seconds=0.6)
-    return root
 
 
 def write(tmp_path: Path, text: str, name: str = "suite.toml") -> Path:
