@@ -27,6 +27,7 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
     try:
         yield tmp
         with open(tmp, "rb") as fh:
@@ -54,6 +55,12 @@ def atomic_write_json(target: str | os.PathLike[str], obj: Any, *, indent: int |
     """Serialise ``obj`` as JSON (keys sorted, NaN refused) and write it atomically."""
     text = json.dumps(obj, indent=indent, sort_keys=True, allow_nan=False)
     atomic_write_text(target, text + "\n")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(path: Path) -> None:
