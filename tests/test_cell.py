@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -30,6 +31,33 @@ def test_uniform_cell_record(corpus, model):
     assert set(sig) == {"mapsswe", "bootstrap", "significantly_worse"}
     assert len(record["splits"]["test-clean"]["utterances"]) == 4  # the corpus fixture
     assert record["config_hash"] == base.config_hash() != base.reference().config_hash()
+
+
+def test_finetuned_reference_trains_in_32_bits_under_the_cells_budget(corpus):
+    budget = Budget(train_steps=2, batch_size=2, dev_subset=2, search_budget=3, seed=4)
+    spec = CellSpec(model="tiny-ctc", data=str(corpus), method="uniform",
+                    target=Target(avg_bits=4), budget=budget, eval_splits=("test-clean",),
+                    fp32_reference="finetuned")
+    ref = spec.reference()
+    assert ref.method == "fp32" and ref.fp32_reference == "finetuned"
+    assert (ref.budget.train_steps, ref.budget.batch_size, ref.budget.seed) == (2, 2, 4)
+    assert ref.budget.search_budget == 0
+    pretrained = CellSpec(model="tiny-ctc", data=str(corpus), method="uniform",
+                          target=Target(avg_bits=4), budget=budget,
+                          eval_splits=("test-clean",), fp32_reference="pretrained")
+    # "pretrained" is the default and hashes like an unset field (existing records resume).
+    assert pretrained.config_hash() == dataclasses.replace(
+        pretrained, fp32_reference=None).config_hash()
+    assert pretrained.reference().budget.train_steps == 0
+    record = run_cell(ref, progress=False)
+    assert [s["name"] for s in record["stages"]] == ["finetune"]
+    assert record["stages"][0]["steps"] == 2 and record["avg_bits"] == 32.0
+    assert record["lossless"] is True
+    untouched = run_cell(pretrained.reference(), progress=False)
+    assert untouched["stages"] == []
+    assert record["info"]["final_loss"] is not None
+    with pytest.raises(ValueError, match="fp32_reference"):
+        CellSpec(model="tiny-ctc", method="fp32", budget=budget, fp32_reference="tuned")
 
 
 def test_quantize_cli_writes_reference_then_record(corpus, tmp_path, capsys):

@@ -18,7 +18,12 @@ from mpqbench.quant.layers import fake_quant_modules
 from mpqbench.quant.qat import TrainConfig, train
 from mpqbench.quant.supernet import prepare_supernet_, supernet_modules
 from mpqbench.quant.teacher import build_teacher_cache
-from mpqbench.search.one_stage import BitBudget, OneStageConfig, repair_allocation
+from mpqbench.search.one_stage import (
+    BitBudget,
+    OneStageConfig,
+    fill_allocation,
+    repair_allocation,
+)
 
 TEXTS = ["THE CAT SAT", "A DOG RAN HOME", "BIRDS SING", "WE WALK TO TOWN"]
 
@@ -145,6 +150,54 @@ def test_repair_meets_the_target_exactly_with_the_most_probable_allocation(seed)
         assert report["repaired"]
         assert {c["layer"] for c in report["changes"]} == {n for n in names
                                                            if bits[n] != argmax[n]}
+
+
+def brute_force_fill(logits, cands, sizes, lo, hi):
+    """Most probable allocation with average bits in [lo, hi] (None if there is none)."""
+    names = list(logits)
+    total = sum(sizes.values())
+    best_cost = math.inf
+    for choice in itertools.product(*(range(len(cands[n])) for n in names)):
+        avg = sum(cands[n][k] * sizes[n] for n, k in zip(names, choice, strict=True)) / total
+        if not lo <= avg <= hi:
+            continue
+        cost = -sum(torch.log_softmax(torch.tensor(logits[n], dtype=torch.float64), 0)[k].item()
+                    for n, k in zip(names, choice, strict=True))
+        best_cost = min(best_cost, cost)
+    return best_cost
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_fill_spends_the_budget_within_tolerance(seed):
+    g = torch.Generator().manual_seed(100 + seed)
+    names = [f"l{i}" for i in range(6)]
+    cands = {n: (2, 4, 8) for n in names}
+    sizes = {n: int(s) for n, s in zip(names, torch.randint(1, 5, (6,), generator=g) * 16,
+                                       strict=True)}
+    # Mass leaning to 2 bits, so the argmax undershoots a 4-bit target.
+    logits = {n: (torch.randn(3, generator=g) * 0.5 + torch.tensor([1.0, 0.3, 0.0])).tolist()
+              for n in names}
+    target, tol = 4.0, 0.5
+    bits, report = fill_allocation(logits, cands, sizes, target, tol)
+    total = sum(sizes.values())
+    avg = sum(bits[n] * sizes[n] for n in names) / total
+    assert avg <= target and report["avg_bits"] == pytest.approx(avg)
+    best = brute_force_fill(logits, cands, sizes, target - tol, target)
+    assert report["reached"] == (best < math.inf)
+    if report["reached"]:
+        assert avg >= target - tol
+        got = -sum(torch.log_softmax(torch.tensor(logits[n], dtype=torch.float64), 0)[
+            cands[n].index(bits[n])].item() for n in names)
+        # Lagrangian relaxation: optimal for its own bound, never better than the optimum.
+        assert got >= best - 1e-9
+        assert got <= best + 3.0  # and close to it on these small instances
+
+
+def test_fill_keeps_an_argmax_that_already_spends_the_budget():
+    logits = {"a": [0.0, 0.0, 5.0], "b": [5.0, 0.0, 0.0]}  # argmax 8 and 2 bits
+    bits, report = fill_allocation(logits, {"a": (2, 4, 8), "b": (2, 4, 8)},
+                                   {"a": 10, "b": 10}, 5.0, 0.25)
+    assert bits == {"a": 8, "b": 2} and report["changes"] == [] and report["lambda"] == 0.0
 
 
 def test_repair_refuses_an_unreachable_target():

@@ -69,6 +69,24 @@ def test_shards_partition_the_compressed_cells(corpus, tmp_path):
     assert len(s0.ran) == 1 and len(s0.skipped) == 1
 
 
+def test_finetuned_reference_is_one_per_seed_and_paired_with_its_cells(corpus, tmp_path):
+    text = SUITE.format(data=corpus).replace(
+        "seeds = [0]", 'seeds = [0, 1]\nfp32_reference = "finetuned"')
+    suite = load_suite(str(write(tmp_path, text)))
+    refs = suite.references()
+    assert [c.spec.budget.seed for c in refs] == [0, 1]
+    assert all(c.spec.budget.train_steps == 1 for c in refs)
+    ref_hashes = {c.spec.config_hash() for c in refs}
+    for cell in suite.compressed():
+        ref = cell.spec.reference()
+        assert ref.config_hash() in ref_hashes and ref.budget.seed == cell.spec.budget.seed
+    results = tmp_path / "results"
+    run = run_suite(suite, results=results, shard=(0, 4), progress=False)
+    ran = [json.loads(p.read_text()) for p in (results / "mini" / "records").glob("*fp32*")]
+    assert len(ran) == 1 and [s["name"] for s in ran[0]["stages"]] == ["finetune"]
+    assert len(run.ran) == 2
+
+
 def test_parse_shard():
     assert parse_shard("2/4") == (2, 4)
     for bad in ("4/4", "x", "1/0", "-1/2"):
@@ -90,6 +108,8 @@ BAD = {
     "bad-param": (SUITE.replace("avg_bits = [8, 4]", "avg_bits = [8]\nparams = { nope = 1 }"),
                   "systems[0].params"),
     "missing-budget": (SUITE.split("[budget]")[0], "missing [budget]"),
+    "bad-reference": (SUITE.replace("seeds = [0]", 'seeds = [0]\nfp32_reference = "tuned"'),
+                      "fp32_reference"),
 }
 
 

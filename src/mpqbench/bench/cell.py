@@ -4,6 +4,15 @@ The cell loads the workload, builds the 32-bit teacher cache (timed as its own s
 outside the method's compression time, because every method shares it), runs the method
 through the registry, evaluates every requested split, tests significance against the
 32-bit reference (NIST MAPSSWE + paired bootstrap), and accounts bits and compression.
+
+The 32-bit reference is either the model as loaded (``fp32_reference="pretrained"``, the
+default) or that model fine-tuned in 32 bits by the shared loop under the same budget
+(``"finetuned"``: same train split, steps, batch size, seed, task loss + KL to the teacher).
+The second is the fair reference when the QAT data is closer to the test data than the
+model's pre-training data (the embedded corpus's TTS voices): every compressed system is
+then fine-tuned on that data, and only a reference that saw the same steps separates the
+cost of quantization from the gain of adaptation. The paper's reference is likewise a
+model fine-tuned on the task data.
 The harness and ``mpqbench quantize`` both call :func:`run_cell`; neither knows a
 method's internals.
 """
@@ -26,6 +35,9 @@ from mpqbench.bench.workloads.registry import load_model
 from mpqbench.method import Budget, Target, Workload, get_method, make_config
 from mpqbench.quant.accounting import account
 from mpqbench.quant.allocation import Allocation, build_allocation
+from mpqbench.quant.fixed_bits import qat_fixed_bits
+from mpqbench.quant.formats import QuantSpec
+from mpqbench.quant.qat import TrainConfig
 from mpqbench.quant.teacher import DEFAULT_TOP_K, TeacherCache, build_teacher_cache
 from mpqbench.timing import device_label, stage_timer
 
@@ -35,6 +47,8 @@ log = logging.getLogger(__name__)
 CELL_RECORD_SCHEMA = 1
 #: The method name of the uncompressed reference system.
 FP32 = "fp32"
+#: What the 32-bit reference is: the model as loaded, or fine-tuned under the cell's budget.
+FP32_REFERENCES: tuple[str, ...] = ("pretrained", "finetuned")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,6 +72,9 @@ class CellSpec:
         eval_limit: evaluate a fixed seeded subset of this many utterances per split (None:
             the whole split).
         teacher_top_k: top-k of the cached teacher distribution.
+        fp32_reference: ``"pretrained"`` (None means the same) or ``"finetuned"``: see the
+            module docstring. An fp32 cell whose budget has ``train_steps > 0`` is the
+            fine-tuned reference.
     """
 
     model: str
@@ -76,8 +93,16 @@ class CellSpec:
     eval_limit: int | None = None
     whisper_window_s: int | None = None
     teacher_top_k: int = DEFAULT_TOP_K
+    fp32_reference: str | None = None
 
     def __post_init__(self) -> None:
+        if self.fp32_reference not in (None, *FP32_REFERENCES):
+            raise ValueError(
+                f"cell: fp32_reference must be one of {FP32_REFERENCES}, "
+                f"got {self.fp32_reference!r}"
+            )
+        if self.fp32_reference == "pretrained":  # the default: stored as None (stable hashes)
+            object.__setattr__(self, "fp32_reference", None)
         if self.method != FP32 and self.target is None:
             raise ValueError(f"cell: method {self.method!r} needs a target")
         if not self.eval_splits:
@@ -103,13 +128,23 @@ class CellSpec:
     def reference(self) -> CellSpec:
         """The fp32 cell this cell is compared with (same model, data, splits, decoding).
 
-        Budget, rules and method settings do not change a 32-bit system, so they are reset
-        to fixed values: every cell of a model shares one reference, whatever its seed.
+        Pretrained reference: budget, rules and method settings do not change a 32-bit
+        system, so they are reset to fixed values and every cell of a model shares one
+        reference, whatever its seed. Fine-tuned reference: the cell's train steps, batch
+        size and seed are kept (one reference per seed, paired with that seed's cells);
+        the search budget and dev subset, which a 32-bit fine-tune does not use, are reset.
         """
+        if self.fp32_reference == "finetuned":
+            budget = Budget(train_steps=self.budget.train_steps,
+                            batch_size=self.budget.batch_size, search_budget=0,
+                            dev_subset=1, seed=self.budget.seed)
+            top_k = self.teacher_top_k
+        else:
+            budget = Budget(train_steps=0, batch_size=1, dev_subset=1, seed=0)
+            top_k = DEFAULT_TOP_K
         return dataclasses.replace(
-            self, method=FP32, params={}, target=None, rules=(),
-            budget=Budget(train_steps=0, batch_size=1, dev_subset=1, seed=0),
-            teacher_top_k=DEFAULT_TOP_K,
+            self, method=FP32, params={}, target=None, rules=(), budget=budget,
+            teacher_top_k=top_k,
         )
 
 
@@ -173,12 +208,11 @@ def run_cell(
     layer_groups = model.layer_groups()
     eligible = build_allocation(model.name, layer_groups, 8, groups=spec.groups, rules=spec.rules)
     teacher_stage = None
-    if spec.method == FP32:
+    stages: list[dict[str, Any]] = []
+    info: dict[str, Any] = {}
+    if spec.method == FP32 and spec.budget.train_steps == 0:
         allocation = Allocation(model.name, dict.fromkeys(eligible.layers))
-        stages: list[dict[str, Any]] = []
-        info: dict[str, Any] = {}
     else:
-        assert spec.target is not None
         train = open_split(spec.data, spec.train_split)
         dev = open_split(spec.data, spec.dev_split)
         dev = dev.subset(min(spec.budget.dev_subset, len(dev)), seed=spec.budget.seed)
@@ -198,10 +232,21 @@ def run_cell(
             name=model.name, model=model, train=train, dev=dev,
             eligible=list(eligible.quantized), teacher=memo[key], device=device,
         )
-        result = get_method(spec.method).run(workload, spec.target, spec.budget, config)
-        model, allocation = result.model, result.allocation
-        stages = [s.to_dict() for s in result.stages]
-        info = result.info
+        if spec.method == FP32:
+            allocation = Allocation(model.name, dict.fromkeys(eligible.layers))
+            timing, trained = qat_fixed_bits(
+                workload, allocation, quantizer=QuantSpec(), budget=spec.budget,
+                train_config=TrainConfig(), desc="32-bit fine-tune", stage="finetune",
+                prepare=False,
+            )
+            stages = [timing.to_dict()]
+            info = {"final_loss": trained.history[-1] if trained.history else None}
+        else:
+            assert spec.target is not None
+            result = get_method(spec.method).run(workload, spec.target, spec.budget, config)
+            model, allocation = result.model, result.allocation
+            stages = [s.to_dict() for s in result.stages]
+            info = result.info
 
     accounting = account(model.model, allocation)
     evaluations = {}
@@ -259,6 +304,7 @@ def summary_line(record: Mapping[str, Any]) -> str:
 __all__ = [
     "CELL_RECORD_SCHEMA",
     "FP32",
+    "FP32_REFERENCES",
     "CellSpec",
     "run_cell",
     "significance",

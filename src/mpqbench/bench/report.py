@@ -105,7 +105,10 @@ def _summary_table(table: pd.DataFrame, model: str) -> list[str]:
                 f"{s}: {'**yes**' if per.loc[s].significantly_worse else 'no'} "
                 f"(p={per.loc[s].p_value:.3g})" for s in splits if s in per.index)
         time = "-" if cell.method == "fp32" else f"{cell.compression_seconds:.1f}"
-        body.append([cell.label, cell.target, *([cell.seed] if seeds else []),
+        label = cell.label
+        if cell.method == "fp32" and cell.compression_seconds > 0:
+            label = f"{cell.label} (fine-tuned)"
+        body.append([label, cell.target, *([cell.seed] if seeds else []),
                      f"{cell.avg_bits:.2f}", f"{cell.cr:.2f}x", *wers, sig,
                      "yes" if cell.lossless else "no", time])
     return _md_table(header, body)
@@ -218,6 +221,15 @@ def _setup_section(records: Sequence[Mapping[str, Any]], table: pd.DataFrame) ->
         same = "the same for every method" if len(budgets) == 1 else "NOT the same for all cells"
         out.append(f"- Budget ({same}): {text}; seeds "
                    f"{sorted(set(cells[cells.method != 'fp32'].seed))}.")
+    tuned = sorted({r["config"]["budget"]["train_steps"] for r in records
+                    if r["config"]["method"] == "fp32" and r["config"]["budget"]["train_steps"]})
+    if tuned:
+        out.append(f"- 32-bit reference: the model fine-tuned in 32 bits by the same loop, on "
+                   f"the same data, for {', '.join(map(str, tuned))} steps (fp32_reference = "
+                   "\"finetuned\"), so QAT's adaptation to the data is not counted as "
+                   "quantization gain; its fine-tuning time is not a compression time.")
+    else:
+        out.append("- 32-bit reference: the model as loaded (no fine-tuning).")
     evals = table[table.method == "fp32"] if (table.method == "fp32").any() else table
     for split, part in evals.groupby("split", sort=False):
         first = part.iloc[0]

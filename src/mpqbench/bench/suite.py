@@ -15,6 +15,7 @@ Format (every key is checked; unknown keys are refused)::
     max_new_tokens = 128              # optional
     eval_limit = 40                   # optional: a fixed subset of each split
     whisper_window_s = 10             # optional: Whisper encoder window (default 30 s)
+    fp32_reference = "finetuned"      # optional: "pretrained" (default) or "finetuned"
 
     [budget]                          # the ONE budget every method gets
     train_steps = 60
@@ -28,8 +29,10 @@ Format (every key is checked; unknown keys are refused)::
     avg_bits = [4, 3]                 # targets (or cr = [8.0])
     params = { candidates = [2, 4, 8] }
 
-A 32-bit reference cell (method ``fp32``) is added per model; every compressed cell is
-tested against it. Validation happens before any model is loaded: the file and the field
+A 32-bit reference cell (method ``fp32``) is added per model (per model and seed with
+``fp32_reference = "finetuned"``: the model fine-tuned in 32 bits under the suite's budget,
+see :mod:`mpqbench.bench.cell`); every compressed cell is tested against its reference.
+Validation happens before any model is loaded: the file and the field
 are named in every error.
 """
 
@@ -56,7 +59,7 @@ SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 _SUITE_KEYS = {
     "name", "description", "data", "eval_splits", "models", "seeds", "groups", "rules",
     "eval_batch_size", "max_new_tokens", "train_split", "dev_split", "eval_limit",
-    "whisper_window_s",
+    "whisper_window_s", "fp32_reference",
 }
 _SYSTEM_KEYS = {"method", "label", "avg_bits", "cr", "params"}
 
@@ -163,14 +166,24 @@ def load_suite(name_or_path: str) -> Suite:
         "whisper_window_s": suite.get("whisper_window_s"),
         "train_split": suite.get("train_split", "train"),
         "dev_split": suite.get("dev_split", "dev"),
+        "fp32_reference": _get(suite, "fp32_reference", str, where, "suite.fp32_reference",
+                               default=None),
     }
     systems = raw.get("systems", [])
     if not isinstance(systems, list):
         raise ValueError(f"{where}: systems must be an array of tables ([[systems]])")
     cells: list[Cell] = []
+    seen: set[str] = set()
     for model in models:
-        ref = CellSpec(model=model, method=FP32, budget=budget, **common).reference()
-        cells.append(Cell(FP32, ref))
+        for seed in seeds:
+            try:
+                ref = CellSpec(model=model, method=FP32, budget=dataclasses.replace(
+                    budget, seed=seed), **common).reference()
+            except ValueError as exc:
+                raise ValueError(f"{where}: [suite]: {exc}") from exc
+            if ref.config_hash() not in seen:
+                seen.add(ref.config_hash())
+                cells.append(Cell(FP32, ref))
     labels: set[str] = set()
     methods = available_methods()
     for i, system in enumerate(systems):

@@ -112,6 +112,10 @@ class OneStageConfig:
     pass2_frac: float = field(
         default=0.1, metadata={"help": "share of train_steps fine-tuning with bits fixed"}
     )
+    fill_tolerance: float | None = field(
+        default=0.25,
+        metadata={"help": "fill an argmax more than this many bits under the target (None: off)"},
+    )
     quantizer: QuantSpec = field(
         default_factory=QuantSpec, metadata={"help": "granularity / scale method (no LSQ)"}
     )
@@ -137,6 +141,13 @@ class OneStageConfig:
             )
         if not isinstance(self.hard, bool):
             raise ValueError(f"one_stage.hard must be a bool, got {self.hard!r}")
+        if self.fill_tolerance is not None and not (
+            isinstance(self.fill_tolerance, (int, float)) and not isinstance(
+                self.fill_tolerance, bool) and 0.0 <= self.fill_tolerance < 8.0
+        ):
+            raise ValueError(
+                f"one_stage.fill_tolerance must be None or in [0, 8), got {self.fill_tolerance!r}"
+            )
         if not (isinstance(self.pass2_frac, (int, float)) and 0.0 <= self.pass2_frac < 1.0):
             raise ValueError(f"one_stage.pass2_frac must be in [0, 1), got {self.pass2_frac!r}")
         if self.quantizer.learnable_scale:
@@ -257,6 +268,74 @@ def repair_allocation(
     return bits, report
 
 
+def fill_allocation(
+    logits: dict[str, list[float]],
+    candidates: dict[str, tuple[int, ...]],
+    sizes: dict[str, int],
+    target_bits: float,
+    tolerance: float,
+    *,
+    iterations: int = 40,
+) -> tuple[dict[str, int], dict[str, Any]]:
+    """The most probable allocation that spends the budget: average bits in
+    ``[target_bits - tolerance, target_bits]`` where some allocation reaches it.
+
+    Lagrangian relaxation of the lower bound: for a reward lambda per bit the knapsack
+    (:func:`~mpqbench.quant.allocator.allocate_bits`, always <= the target) minimises
+    sum_l [-log p_l(b_l) - lambda * b_l * N_l / N_mean]; the average bits of its solution
+    grow with lambda, and bisection finds the smallest lambda that reaches the lower bound.
+    lambda = 0 gives the argmax (returned when it already reaches the bound); a lambda
+    large enough to dominate every log-probability gives the most bits the target admits
+    (returned when no lambda reaches the bound).
+
+    Returns:
+        ``(bits, report)``: layer -> bits and a JSON-ready report (lambda, average bits, the
+        layers raised with their from/to bits and log-probability given up).
+    """
+    names = list(logits)
+    logp = {n: torch.log_softmax(torch.tensor(logits[n], dtype=torch.float64), 0).tolist()
+            for n in names}
+    mean_size = sum(sizes[n] for n in names) / len(names)
+    total = sum(sizes[n] for n in names)
+    low = target_bits - tolerance
+
+    def solve(lam: float) -> tuple[dict[str, int], float]:
+        costs = {n: {b: -lp - lam * b * sizes[n] / mean_size
+                     for b, lp in zip(candidates[n], logp[n], strict=True)} for n in names}
+        bits = dict(allocate_bits({n: sizes[n] for n in names}, costs, target_bits).bits)
+        return bits, sum(bits[n] * sizes[n] for n in names) / total
+
+    argmax = {n: candidates[n][max(range(len(logp[n])), key=logp[n].__getitem__)]
+              for n in names}
+    best, avg = solve(0.0)
+    lam_lo, lam_hi, lam_used = 0.0, 1.0, 0.0
+    if avg < low:
+        # Grow lambda until the bound is reached (or the reward dominates every log-prob).
+        cap = 1e6
+        hi_bits, hi_avg = solve(lam_hi)
+        while hi_avg < low and lam_hi < cap:
+            lam_lo, lam_hi = lam_hi, lam_hi * 4
+            hi_bits, hi_avg = solve(lam_hi)
+        best, avg, lam_used = hi_bits, hi_avg, lam_hi
+        if hi_avg >= low:
+            for _ in range(iterations):
+                mid = 0.5 * (lam_lo + lam_hi)
+                mid_bits, mid_avg = solve(mid)
+                if mid_avg >= low:
+                    lam_hi, best, avg, lam_used = mid, mid_bits, mid_avg, mid
+                else:
+                    lam_lo = mid
+    index = {n: {b: i for i, b in enumerate(candidates[n])} for n in names}
+    changes = [
+        {"layer": n, "from": argmax[n], "to": best[n],
+         "logp_lost": logp[n][index[n][argmax[n]]] - logp[n][index[n][best[n]]]}
+        for n in names if best[n] != argmax[n]
+    ]
+    report = {"lambda": lam_used, "lower_bound": low, "avg_bits": avg,
+              "reached": avg >= low, "changes": changes}
+    return best, report
+
+
 def _summary(values: list[float], points: int = 21) -> dict[str, Any]:
     if not values:
         return {"first": None, "last": None, "min": None, "max": None, "samples": []}
@@ -313,6 +392,14 @@ def run_one_stage(
         cands = {n: m.candidates for n, m in by_name.items()}
         final_expected = float(budget_term.expected_bits().detach())
         bits, repair = repair_allocation(logits, cands, sizes, target_bits)
+        fill = None
+        if (config.fill_tolerance is not None
+                and repair["avg_bits"] < target_bits - config.fill_tolerance):
+            bits, fill = fill_allocation(logits, cands, sizes, target_bits,
+                                         config.fill_tolerance)
+            log.info("one_stage: argmax allocation %.3f bits is under target %.3f; filled "
+                     "to %.3f bits (%d layers raised)", repair["avg_bits"], target_bits,
+                     fill["avg_bits"], len(fill["changes"]))
         by_module = {layer_names[id(by_name[n])]: b for n, b in bits.items()}
         extract_(module, model_name=workload.name, bits=by_module)
         allocation = Allocation(workload.name, {n: bits[n] for n in eligible})
@@ -341,6 +428,7 @@ def run_one_stage(
                 "last": schedule.taus[-1] if schedule.taus else None},
         "multiplier": budget_term.multiplier if config.budget_mode == "lagrangian" else None,
         "repair": repair,
+        "fill": fill,
         "final_loss": history[-1] if history else None,
     }
     return MethodResult(model=speech, allocation=allocation, stages=stages, info=info)
@@ -351,6 +439,7 @@ __all__ = [
     "BitBudget",
     "OneStageConfig",
     "SupernetSchedule",
+    "fill_allocation",
     "repair_allocation",
     "run_one_stage",
 ]
