@@ -69,12 +69,21 @@ Budget, storage and resume (DESIGN.md section 8, issue 6):
   the study is complete) and selects from every trial in the study. The sampler restarts
   from its seed, so a resumed study's later trials differ from an uninterrupted run's; the
   selection rule is the same.
-- Parallel workers: give each a distinct ``worker`` index (it offsets the sampler seed);
-  ``worker > 0`` with an SQLite URL is refused (one writer at a time).
-  Without heartbeats the budget check counts COMPLETE trials, so workers finishing at once
-  may overshoot by at most (workers - 1) trials. With ``heartbeat_interval`` (RDB storages)
-  running trials count too, a dead worker's trial is failed after the grace period and its
-  allocation re-queued; the count is then exact.
+- Parallel workers (``mpqbench search --workers N --worker-id I``): give each a distinct
+  ``worker`` index (it offsets the sampler seed; trials record it as user attribute
+  ``worker``); ``worker > 0`` with an SQLite URL is refused (one writer at a time). The
+  study is created atomically by the storage; only the worker that created it enqueues
+  the warm starts. Without heartbeats the budget check counts COMPLETE trials, so workers
+  finishing at once may overshoot by at most (workers - 1) trials, and a dead worker's
+  trial stays RUNNING forever. With ``heartbeat_interval`` (RDB storages, e.g.
+  PostgreSQL) running trials count too; a dead worker's trial is failed after the grace
+  period and its allocation re-queued (``RetryHeartbeatStaleTrialCallback``; the retry's
+  system attribute ``failed_trial`` names it); a worker whose budget is reached waits
+  while other workers' trials run, so the last live worker runs the retries; and a trial
+  asked when lower-numbered trials already fill the budget is told PRUNED unevaluated
+  (user attribute ``surplus``). The study then ends with exactly ``search_budget``
+  COMPLETE trials; no trial is run by two workers, and only a killed trial's allocation
+  is evaluated again (as its retry).
 """
 
 from __future__ import annotations
@@ -87,6 +96,7 @@ import logging
 import math
 import re
 import threading
+import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -124,6 +134,11 @@ PARAM_PREFIX = "bits:"
 #: Trial user attributes written by the search.
 AVG_BITS_ATTR = "avg_bits"
 EVALUATED_ATTR = "evaluated"
+#: Trial user attribute: the ``worker`` index that ran the trial.
+WORKER_ATTR = "worker"
+#: Trial user attribute set (True) on a trial told PRUNED unevaluated because, when it was
+#: asked, lower-numbered trials already filled the budget (parallel workers, heartbeats on).
+SURPLUS_ATTR = "surplus"
 #: Name of the trial constraint ``avg_bits - target`` (``Trial.set_constraint``).
 CONSTRAINT_KEY = "avg_bits_over_target"
 #: Study user attribute holding the search-problem fingerprint.
@@ -449,16 +464,27 @@ def _quiet_optuna() -> Iterator[None]:
 
 def _open_study(
     workload: Workload, target: Target, budget: Budget, config: OptunaConfig, problem: SearchProblem
-) -> tuple[optuna.Study, Any, str]:
+) -> tuple[optuna.Study, Any, str, bool]:
+    """Open or create the study; the flag says whether this call created it."""
     storage = open_storage(config.storage, heartbeat_interval=config.heartbeat_interval)
     fingerprint = _fingerprint(workload, problem, config)
     name = config.study_name or default_study_name(workload, target, budget, fingerprint)
     sampler = _make_sampler(config, budget.seed + 1_000_003 * config.worker)
     directions = ["minimize"] * (1 if config.objectives == "proxy" else 2)
-    study = optuna.create_study(
-        storage=storage, sampler=sampler, study_name=name, directions=directions,
-        load_if_exists=True,
-    )
+    try:  # the storage makes study creation atomic: exactly one worker creates the study
+        study = optuna.create_study(
+            storage=storage, sampler=sampler, study_name=name, directions=directions,
+        )
+        created = True
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+        created = False
+        if list(study.directions) != [optuna.study.StudyDirection.MINIMIZE] * len(directions):
+            raise ValueError(
+                f"optuna study {name!r} in {redact(config.storage)} has "
+                f"{len(study.directions)} objective(s); this search needs {len(directions)} "
+                f"(objectives={config.objectives!r}); pick another study_name"
+            ) from None
     found = study.user_attrs.get(FINGERPRINT_ATTR)
     if found is None:
         study.set_user_attr(FINGERPRINT_ATTR, fingerprint)
@@ -470,12 +496,16 @@ def _open_study(
             f"problem (fingerprint {found}, this one {fingerprint}: model, layers, candidates, "
             "target, proxy, quantizer, dev subset or objectives differ); pick another study_name"
         )
-    return study, storage, name
+    return study, storage, name, created
 
 
 def _finished(study: optuna.Study, heartbeat: bool) -> int:
     states = (TrialState.COMPLETE, TrialState.RUNNING) if heartbeat else (TrialState.COMPLETE,)
     return len(study.get_trials(deepcopy=False, states=states))
+
+
+def _complete(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
 
 @dataclass
@@ -515,7 +545,9 @@ def search_allocation(
     trials_run = evaluations = 0
     warm = 0
     with _quiet_optuna(), stage_timer(workload.device) as watch:
-        study, storage, study_name = _open_study(workload, target, budget, config, problem)
+        study, storage, study_name, created = _open_study(
+            workload, target, budget, config, problem
+        )
         heartbeat = supports_heartbeat(storage)
         if heartbeat:
             optuna.storages.fail_stale_trials(study)
@@ -528,7 +560,9 @@ def search_allocation(
             )
             with proxy, tqdm(total=budget.search_budget, initial=done, unit="trial",
                              desc=f"optuna {config.sampler} search") as bar:
-                if not study.get_trials(deepcopy=False):
+                # Only the worker that created the study enqueues the warm starts (or worker 0
+                # resuming a study left empty), so parallel workers never enqueue them twice.
+                if created or (config.worker == 0 and not study.get_trials(deepcopy=False)):
                     starts = warm_start_allocations(
                         problem, min(config.warm_starts, budget.search_budget), budget.seed,
                         proxy.relative_error,
@@ -541,11 +575,19 @@ def search_allocation(
                     if heartbeat:
                         optuna.storages.fail_stale_trials(study)
                     if _finished(study, heartbeat) >= budget.search_budget:
-                        break
-                    evaluations += _run_trial(study, storage, heartbeat, distributions,
-                                              problem, proxy, config)
-                    trials_run += 1
-                    bar.update(1)
+                        if not heartbeat or _complete(study) >= budget.search_budget:
+                            break
+                        # Other workers' trials still run. Wait until they finish or their
+                        # heartbeats go stale: a dead worker's trial is then failed and its
+                        # retry falls to a live worker, so the last one standing completes it.
+                        time.sleep(min(1.0, storage.get_heartbeat_interval()))
+                        continue
+                    ran = _run_trial(study, storage, heartbeat, distributions, problem, proxy,
+                                     config, budget.search_budget)
+                    if ran is not None:
+                        evaluations += ran
+                        trials_run += 1
+                        bar.update(1)
         trials = study.get_trials(deepcopy=False)
         best = select_best(trials, problem)
     stage = StageTiming("search", watch.seconds, device_label(workload.device),
@@ -604,29 +646,53 @@ def _run_trial(
     problem: SearchProblem,
     proxy: PTQProxy,
     config: OptunaConfig,
-) -> int:
-    """Ask one trial, score it if feasible (or if asked to), tell it. Returns evaluations."""
+    n_trials: int,
+) -> int | None:
+    """Ask one trial, score it if feasible (or if asked to), tell it.
+
+    Returns:
+        The number of proxy evaluations (0 or 1), or None when the trial was surplus: with
+        heartbeats, a trial asked after ``n_trials`` lower-numbered trials were already
+        complete or running (two workers asking at once near the end) is told PRUNED
+        unevaluated, so the study holds exactly ``n_trials`` complete trials.
+    """
     trial = study.ask(distributions)
-    # An enqueued trial's parameters are all fixed, so the sampler is never asked for relative
-    # parameters and NSGA-II never assigns it a generation: the warm starts would not be part
-    # of any population and generation 0 would be 16 more random (and, at 3-4 bits, almost
-    # all infeasible) trials. Asking for them lets every sampler register the trial as it
-    # does a sampled one (NSGA-II stamps the generation); the answer is not used.
-    _ = trial.relative_params
+    # Heartbeats from the first moment: a worker killed from here on leaves a trial that
+    # goes stale (a trial with no heartbeat at all would never be failed).
     beat = _Heartbeat(storage, trial) if heartbeat else contextlib.nullcontext()
+    surplus = False
     try:
         with beat:
-            bits = {n: int(trial.params[param_name(n)]) for n in problem.layers}
-            avg = problem.avg_bits(bits)
-            trial.set_user_attr(AVG_BITS_ATTR, avg)
-            violation = problem.violation(bits)
-            trial.set_constraint(CONSTRAINT_KEY, violation)
-            evaluate = config.score_infeasible or violation <= 0
-            value = proxy.score(bits) if evaluate else math.inf
-            trial.set_user_attr(EVALUATED_ATTR, evaluate)
+            if heartbeat:
+                ahead = study.get_trials(
+                    deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)
+                )
+                surplus = sum(t.number < trial.number for t in ahead) >= n_trials
+            if surplus:
+                trial.set_user_attr(SURPLUS_ATTR, True)
+            else:
+                # An enqueued trial's parameters are all fixed, so the sampler is never asked
+                # for relative parameters and NSGA-II never assigns it a generation: the warm
+                # starts would not be part of any population and generation 0 would be 16
+                # more random (and, at 3-4 bits, almost all infeasible) trials. Asking for
+                # them lets every sampler register the trial as it does a sampled one
+                # (NSGA-II stamps the generation); the answer is not used.
+                _ = trial.relative_params
+                bits = {n: int(trial.params[param_name(n)]) for n in problem.layers}
+                avg = problem.avg_bits(bits)
+                trial.set_user_attr(WORKER_ATTR, config.worker)
+                trial.set_user_attr(AVG_BITS_ATTR, avg)
+                violation = problem.violation(bits)
+                trial.set_constraint(CONSTRAINT_KEY, violation)
+                evaluate = config.score_infeasible or violation <= 0
+                value = proxy.score(bits) if evaluate else math.inf
+                trial.set_user_attr(EVALUATED_ATTR, evaluate)
     except BaseException:
         study.tell(trial, state=TrialState.FAIL)
         raise
+    if surplus:
+        study.tell(trial, state=TrialState.PRUNED)
+        return None
     study.tell(trial, value if config.objectives == "proxy" else [value, avg])
     return int(evaluate)
 
@@ -670,6 +736,8 @@ __all__ = [
     "OBJECTIVES",
     "PARAM_PREFIX",
     "SAMPLERS",
+    "SURPLUS_ATTR",
+    "WORKER_ATTR",
     "OptunaConfig",
     "SearchOutcome",
     "SearchProblem",
