@@ -140,7 +140,10 @@ class Allocation:
             raise ValueError(
                 f"{source}: field 'format' is {data['format']!r}, expected {ALLOCATION_FORMAT!r}"
             )
-        if data["format_version"] != ALLOCATION_FORMAT_VERSION:
+        if (
+            type(data["format_version"]) is not int
+            or data["format_version"] != ALLOCATION_FORMAT_VERSION
+        ):
             raise ValueError(
                 f"{source}: field 'format_version' is {data['format_version']!r}; "
                 f"this version reads {ALLOCATION_FORMAT_VERSION}"
@@ -151,6 +154,8 @@ class Allocation:
         if not isinstance(layers, dict):
             raise ValueError(f"{source}: field 'layers' must be an object of name -> bits|null")
         for name, bits in layers.items():
+            if not name:
+                raise ValueError(f"{source}: field 'layers' has an empty module name")
             if bits is not None:
                 check_bits(bits, what=f"{source}: layer {name!r}")
         extra = set(data) - {"format", "format_version", "model", "layers"}
@@ -163,11 +168,18 @@ class Allocation:
         """Parse JSON text.
 
         Raises:
-            ValueError: malformed JSON (with line/column) or any :meth:`from_dict` error.
+            ValueError: malformed JSON (with line/column), a key given twice in one object,
+                or any :meth:`from_dict` error; the message names ``source``.
         """
         try:
-            data = json.loads(text)
+            data = json.loads(text, object_pairs_hook=_unique_keys)
         except json.JSONDecodeError as exc:
+            raise ValueError(f"{source}: malformed JSON: {exc}") from None
+        except _DuplicateKeyError as exc:
+            raise ValueError(f"{source}: duplicate key {exc.args[0]!r} in a JSON object") from None
+        except RecursionError:
+            raise ValueError(f"{source}: malformed JSON: nested too deeply") from None
+        except ValueError as exc:  # e.g. an integer literal over Python's 4300-digit limit
             raise ValueError(f"{source}: malformed JSON: {exc}") from None
         return cls.from_dict(data, source=source)
 
@@ -196,7 +208,13 @@ class Allocation:
                 message names the file and the field or module.
         """
         path = Path(path)
-        alloc = cls.from_json(path.read_text(encoding="utf-8"), source=str(path))
+        if path.is_dir():
+            raise ValueError(f"{path}: is a directory, not an allocation file")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{path}: not UTF-8 text ({exc})") from None
+        alloc = cls.from_json(text, source=str(path))
         if model_name is not None and alloc.model != model_name:
             raise ValueError(
                 f"{path}: field 'model' is {alloc.model!r} but the model is {model_name!r}"
@@ -217,6 +235,20 @@ class Allocation:
             shown = ", ".join(repr(n) for n in missing[:5])
             more = f" (and {len(missing) - 5} more)" if len(missing) > 5 else ""
             raise ValueError(f"{source}: the model has no module {shown}{more}")
+
+
+class _DuplicateKeyError(Exception):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json`` object hook: a key given twice is an error, not "the last one wins"."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKeyError(key)
+        out[key] = value
+    return out
 
 
 @dataclass(frozen=True)
@@ -242,7 +274,8 @@ class LayerRule:
         if self.kind == "regex":
             try:
                 re.compile(self.pattern[3:])
-            except re.error as exc:
+            # OverflowError: a repeat count such as {99999999999}; RecursionError: nesting
+            except (re.error, OverflowError, RecursionError) as exc:
                 raise ValueError(f"layer rule {self.pattern!r}: bad regex: {exc}") from None
 
     @property
@@ -265,8 +298,10 @@ class LayerRule:
         """Parse ``"PATTERN=BITS"``; BITS is 1..8 or one of none/null/fp32/32 (keep 32-bit).
 
         Raises:
-            ValueError: no ``=``, or bad bits; the message quotes ``text``.
+            ValueError: not a string, no ``=``, or bad bits; the message quotes ``text``.
         """
+        if not isinstance(text, str):
+            raise ValueError(f"layer rule {text!r}: expected a 'PATTERN=BITS' string")
         pattern, sep, value = text.rpartition("=")
         if not sep or not pattern:
             raise ValueError(f"layer rule {text!r}: expected PATTERN=BITS")
