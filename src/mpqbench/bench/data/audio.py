@@ -83,6 +83,11 @@ def read_audio(path: str | os.PathLike[str]) -> np.ndarray:
     mono = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
     if sample_rate != TARGET_SAMPLE_RATE:
         mono = soxr.resample(mono, sample_rate, TARGET_SAMPLE_RATE, quality="HQ")
+        if mono.size == 0:  # e.g. one frame at 32 kHz: half a sample at 16 kHz
+            raise ValueError(
+                f"audio file {path} is too short: {data.shape[0]} samples at {sample_rate} Hz "
+                f"are no sample at all at {TARGET_SAMPLE_RATE} Hz"
+            )
     return np.ascontiguousarray(mono, dtype=np.float32)
 
 
