@@ -60,9 +60,11 @@ class LibriSpeechSplit(Sequence[Utterance]):
     Raises:
         FileNotFoundError: ``path`` does not exist, or the split directory is missing (the
             message lists the splits that exist).
-        ValueError: the split is malformed: an audio file without a transcript line, a
-            transcript line without audio, an empty reference, a malformed transcript line
-            (file and line number), a duplicate id, or no utterances at all.
+        ValueError: the split is malformed: an audio file without a transcript line (or
+            without an index after ``<speaker>-<chapter>-``), a transcript line without
+            audio, an empty reference, a transcript that is not UTF-8 (a leading BOM is
+            allowed), a malformed transcript line (file and line number; lines end at
+            newlines only), a duplicate id, or no utterances at all.
     """
 
     def __init__(self, path: str | os.PathLike[str], split: str | None = None) -> None:
@@ -175,6 +177,7 @@ def _scan_split(directory: Path) -> list[UtteranceEntry]:
     transcripts: dict[str, tuple[str, Path]] = {}  # id -> (text, trans.txt)
     lines_of: dict[str, int] = {}
     audio: dict[str, Path] = {}
+    trans_of: dict[str, Path] = {}  # audio id -> the transcript its line must be in
     chapter_dirs = sorted(d for d in directory.glob("*/*") if d.is_dir())
     for chapter_dir in chapter_dirs:
         speaker, chapter = chapter_dir.parent.name, chapter_dir.name
@@ -185,6 +188,7 @@ def _scan_split(directory: Path) -> list[UtteranceEntry]:
             if utt_id in audio:
                 raise ValueError(f"duplicate utterance id {utt_id!r}: {audio[utt_id]} and {file}")
             audio[utt_id] = file
+            trans_of[utt_id] = trans
         if not trans.is_file():
             if chapter_audio:
                 first = sorted(chapter_audio)[0]
@@ -203,9 +207,9 @@ def _scan_split(directory: Path) -> list[UtteranceEntry]:
 
     for utt_id in sorted(audio):
         if utt_id not in transcripts:
-            speaker, chapter, _ = utt_id.split("-", 2)
-            trans = audio[utt_id].parent / f"{speaker}-{chapter}{_TRANS_SUFFIX}"
-            raise ValueError(f"utterance {utt_id!r} ({audio[utt_id]}) has no line in {trans}")
+            raise ValueError(
+                f"utterance {utt_id!r} ({audio[utt_id]}) has no line in {trans_of[utt_id]}"
+            )
     for utt_id in sorted(transcripts):
         if utt_id not in audio:
             _, trans = transcripts[utt_id]
@@ -231,6 +235,8 @@ def _chapter_audio(chapter_dir: Path, prefix: str) -> dict[str, Path]:
         if suffix not in AUDIO_EXTENSIONS or not file.name.startswith(prefix):
             continue
         utt_id = file.name[: -len(file.suffix)]
+        if utt_id == prefix:
+            raise ValueError(f"audio file {file} has no utterance index after {prefix!r}")
         if utt_id in found:
             raise ValueError(f"duplicate utterance id {utt_id!r}: {found[utt_id]} and {file}")
         found[utt_id] = file
@@ -240,10 +246,13 @@ def _chapter_audio(chapter_dir: Path, prefix: str) -> dict[str, Path]:
 def _parse_transcript(trans: Path, prefix: str) -> Iterator[tuple[int, str, str]]:
     id_pattern = re.compile(re.escape(prefix) + r"\S+$")
     try:
-        content = trans.read_text(encoding="utf-8")
+        content = trans.read_text(encoding="utf-8-sig")  # a leading BOM is not part of an id
     except UnicodeDecodeError as exc:
         raise ValueError(f"transcript {trans} is not UTF-8 text: {exc}") from exc
-    for line_no, line in enumerate(content.splitlines(), start=1):
+    # Lines end at "\n" only (read_text already turned "\r\n" and "\r" into "\n"):
+    # str.splitlines() would also break at \x0b, \x1c, \x85, \u2028 ... inside a reference,
+    # which misnumbers lines and splits one utterance's text into a bogus second line.
+    for line_no, line in enumerate(content.split("\n"), start=1):
         if not line.strip():
             continue
         parts = line.strip().split(maxsplit=1)
