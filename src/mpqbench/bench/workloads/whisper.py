@@ -455,9 +455,10 @@ def decoding_for_dir(path: Path, config: WhisperConfig, tokenizer: Tokenizer) ->
 def from_pretrained_dir(path: str | Path, *, name: str | None = None) -> WhisperSpeechModel:
     """Load a local transformers Whisper checkpoint directory (offline).
 
-    The directory needs ``config.json``, the weights (``model.safetensors`` or what
-    ``from_pretrained`` reads) and ``tokenizer.json``; ``generation_config.json`` is used
-    when present (suppress lists, ``is_multilingual``).
+    The directory needs ``config.json``, the weights (``model.safetensors``, or a
+    ``pytorch_model.bin`` read with ``torch.load(weights_only=True)``) and
+    ``tokenizer.json``; ``generation_config.json`` is used when present (suppress lists,
+    ``is_multilingual``).
 
     Args:
         path: the directory.
@@ -487,7 +488,7 @@ def from_pretrained_dir(path: str | Path, *, name: str | None = None) -> Whisper
     hf_logging.disable_progress_bar()  # a weight-loading bar per load is noise in evaluations
     try:
         model = WhisperForConditionalGeneration.from_pretrained(
-            path, dtype=torch.float32, local_files_only=True
+            path, dtype=torch.float32, local_files_only=True, weights_only=True
         )
     finally:
         if bar_was_on:

