@@ -9,6 +9,17 @@ that is a pure function of (seed, step) so that a resumed run sees exactly the b
 uninterrupted one would, checkpoints every N steps (atomic, checksummed) with exact
 resume of model, optimizer, schedule and RNG state, a progress bar, and a
 device-synchronised wall-clock reading.
+
+Multi-process (``torchrun``, see :mod:`mpqbench.distributed`): when a process group with
+several ranks is initialised, every rank takes its contiguous slice of the same seeded
+global batch, weights its mean losses by its share of the global batch's loss units, and
+averages all trained gradients (weights and extra groups such as architecture logits) over
+ranks before clipping and the optimizer step -- so the global batch, the gradient, the
+clipping, the step and the recorded losses are those of one process on the same batch, and
+every replica stays identical. Rank 0's parameters and buffers are broadcast at the start
+and its RNG state before each step (so per-step draws such as Gumbel noise agree). Only
+rank 0 writes checkpoints and shows the progress bar; every rank reads the newest
+checkpoint of the (shared) checkpoint directory when resuming.
 """
 
 from __future__ import annotations
@@ -24,6 +35,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from mpqbench import distributed as ddp
 from mpqbench.bench.data.types import Utterance
 from mpqbench.bench.workloads.adapter import SpeechModel
 from mpqbench.errors import TrainingDiverged
@@ -136,16 +148,28 @@ def train(
         desc: progress-bar label.
         progress: show a progress bar.
 
+    Under a multi-rank process group (:mod:`mpqbench.distributed`) every rank must call
+    this with the same arguments; ``batch_size`` is the global batch, shared out over ranks.
+    ``history`` then holds the global batch's losses, the same on every rank.
+
     Returns:
-        A :class:`TrainResult`.
+        A :class:`TrainResult`. ``history`` has per step ``task``, ``kl`` (with a teacher),
+        ``extra`` (with an extra term), ``loss`` and ``grad_norm`` (the gradient norm before
+        clipping, when ``config.grad_clip > 0``).
 
     Raises:
         TrainingDiverged: the loss became NaN or infinite (nothing is written at that step).
+        ValueError: bad arguments, or a global batch smaller than the number of ranks.
+        RuntimeError: ranks resumed from different checkpoints.
     """
     if steps < 0 or batch_size < 1:
         raise ValueError(f"steps must be >= 0 and batch_size >= 1, got {steps}, {batch_size}")
     if len(data) == 0:
         raise ValueError("training data is empty")
+    world, rank = ddp.world_size(), ddp.rank()
+    multi = ddp.is_distributed()
+    if multi:
+        ddp.shard_bounds(batch_size, world, rank)  # refuse a batch smaller than the world
     module = model.model
     device = model.device
     special = {id(p) for g in extra_param_groups for p in g["params"]}
@@ -170,47 +194,67 @@ def train(
         log.info("%s: resumed from checkpoint at step %d", desc, start)
     else:
         torch.manual_seed(seed)
+    if multi:
+        ddp.check_same_on_all_ranks(start, f"{desc}: the resumed step", device)
+        seen = {id(p) for p in all_params}
+        shared = all_params + [p for p in module.parameters() if id(p) not in seen]
+        ddp.broadcast_tensors_(shared + list(module.buffers()))
 
     use_kl = teacher is not None and config.eta > 0
     module.train()
     with stage_timer(device) as watch:
-        bar = tqdm(total=steps, initial=start, desc=desc, unit="step", disable=not progress)
+        bar = tqdm(total=steps, initial=start, desc=desc, unit="step",
+                   disable=not (progress and ddp.is_rank0()))
         for step in range(start, steps):
             factor = lr_factor(step, steps, config.warmup_frac, config.min_lr_frac)
             for g, base in zip(optimizer.param_groups, peak, strict=True):
                 g["lr"] = base * factor
+            if multi:
+                ddp.broadcast_rng_state_(device)
             if on_step is not None:
                 on_step(step)
             idx = batch_indices(len(data), batch_size, step, seed)
+            if multi:
+                lo, hi = ddp.shard_bounds(len(idx), world, rank)
+                idx = idx[lo:hi]
             batch = model.make_batch([data[i] for i in idx])
             out = model.forward(batch)
-            loss = out.loss
-            parts = {"task": float(out.loss.detach())}
-            if use_kl:
-                kl = teacher.kl(batch, out.logits, out.mask)
-                loss = loss + config.eta * kl
-                parts["kl"] = float(kl.detach())
+            kl = teacher.kl(batch, out.logits, out.mask) if use_kl else None
+            if multi:
+                loss, parts = _rank_loss(model, out, kl, len(idx), world, config.eta)
+            else:
+                loss = out.loss if kl is None else out.loss + config.eta * kl
+                parts = {"task": float(out.loss.detach())}
+                if kl is not None:
+                    parts["kl"] = float(kl.detach())
             if extra_loss is not None:
                 extra = extra_loss(step)
                 if extra is not None:
                     loss = loss + extra
                     parts["extra"] = float(extra.detach())
-            if not torch.isfinite(loss):
+            total = (
+                parts["task"] + config.eta * parts.get("kl", 0.0) + parts.get("extra", 0.0)
+                if multi else float(loss.detach())
+            )
+            if not math.isfinite(total):
                 raise TrainingDiverged(
-                    f"{desc}: loss is {float(loss.detach())} at step {step} ({parts}); lower the "
+                    f"{desc}: loss is {total} at step {step} ({parts}); lower the "
                     "learning rate or check the data. Nothing was written for this step."
                 )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            ddp.average_gradients_(all_params)
             if config.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(all_params, config.grad_clip)
+                norm = torch.nn.utils.clip_grad_norm_(all_params, config.grad_clip)
+                parts["grad_norm"] = float(norm)
             optimizer.step()
-            parts["loss"] = float(loss.detach())
+            parts["loss"] = total
             history.append(parts)
             bar.update(1)
             bar.set_postfix(loss=f"{parts['loss']:.3f}")
             done = step + 1
-            if resumed and checkpoint_dir and done % config.checkpoint_every == 0 and done < steps:
+            if (resumed and checkpoint_dir and done % config.checkpoint_every == 0
+                    and done < steps and ddp.is_rank0()):
                 ckpt = {
                     "model": module.state_dict(),
                     "optimizer": optimizer.state_dict(),
@@ -223,6 +267,45 @@ def train(
         bar.close()
     return TrainResult(steps=steps - start, resumed_from=start, seconds=watch.seconds,
                        history=history)
+
+
+def _rank_loss(
+    model: SpeechModel,
+    out: Any,
+    kl: torch.Tensor | None,
+    n_items: int,
+    world: int,
+    eta: float,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """This rank's share of the global loss, scaled for gradient averaging, and the global
+    batch's loss parts (the same on every rank).
+
+    A mean loss over c_r units (tokens, clips, positions) enters as
+    ``world * (c_r / sum_r c_r) * loss_r``: averaging the ranks' gradients then gives the
+    gradient of the global batch's mean. A summed loss (count None) enters as
+    ``world * loss_r``.
+    """
+    counts = [ddp.task_loss_count(model, out.mask, n_items)]
+    losses = [out.loss]
+    if kl is not None:
+        counts.append(float(out.mask.sum()))
+        losses.append(kl)
+    local = []
+    for c, value in zip(counts, losses, strict=True):
+        v = float(value.detach())
+        local += [1.0, v] if c is None else [c, c * v]
+    glob = ddp.all_reduce_sum(local, model.device)
+    loss = out.loss.new_zeros(())
+    parts: dict[str, float] = {}
+    for i, (name, c, value) in enumerate(zip(("task", "kl"), counts, losses, strict=False)):
+        total_c, total_v = glob[2 * i], glob[2 * i + 1]
+        if c is None:
+            weight, parts[name] = float(world), total_v
+        else:
+            weight = world * c / total_c if total_c > 0 else 0.0
+            parts[name] = total_v / total_c if total_c > 0 else 0.0
+        loss = loss + (eta if name == "kl" else 1.0) * weight * value
+    return loss, parts
 
 
 __all__ = ["TrainConfig", "TrainResult", "batch_indices", "lr_factor", "train"]
