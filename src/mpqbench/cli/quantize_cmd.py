@@ -4,6 +4,11 @@ The 32-bit reference the significance test needs is itself a cell (method ``fp32
 read from ``--reference`` when given, otherwise from the record beside ``--out`` named
 ``<model>__fp32__<config hash>.json`` (evaluated and written there first if missing), so
 cells with the same evaluation settings share it.
+
+Under ``torchrun`` (several processes) every rank joins the process group
+(:func:`mpqbench.distributed.init_from_env`: NCCL on GPUs, one GPU per rank, gloo on CPU)
+and trains its share of each global batch (``--batch-size`` is the global batch); every rank
+evaluates, and only rank 0 writes the record and the fp32 reference and prints the summary.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from mpqbench import distributed
 from mpqbench._atomic import atomic_write_json
 from mpqbench.bench.cell import FP32, CellSpec, run_cell, summary_line
 from mpqbench.bench.data.embedded import EMBEDDED
@@ -95,11 +101,20 @@ def parse_sets(items: list[str]) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Execute ``mpqbench quantize``."""
+    """Execute ``mpqbench quantize`` (once per rank under torchrun)."""
     if args.out.exists() and not args.overwrite:
         raise ValueError(f"record {args.out} already exists; pass --overwrite to replace it")
     device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
     device = "cpu" if device == "auto" else device
+    joined = distributed.init_from_env(device)
+    try:
+        return _run(args, device)
+    finally:
+        if joined:
+            distributed.shutdown()
+
+
+def _run(args: argparse.Namespace, device: str) -> int:
     if args.method != FP32 and args.avg_bits is None and args.cr is None:
         raise ValueError("give a target: --avg-bits B or --cr R")
     target = None
@@ -122,11 +137,15 @@ def run(args: argparse.Namespace) -> int:
         make_config(spec.method, spec.params)  # refuse a bad config before any model loads
         default_ref = f"{_safe(args.model)}__fp32__{spec.reference().config_hash()}.json"
         ref_path = args.reference or args.out.with_name(default_ref)
-        reference = _load_or_make_reference(spec, ref_path, device, not args.no_progress)
-    record = run_cell(spec, reference=reference, device=device, progress=not args.no_progress)
-    atomic_write_json(args.out, record)
-    print(summary_line(record))
-    print(f"record: {args.out}")
+        reference = _load_or_make_reference(
+            spec, ref_path, device, not args.no_progress and distributed.is_rank0()
+        )
+    progress = not args.no_progress and distributed.is_rank0()
+    record = run_cell(spec, reference=reference, device=device, progress=progress)
+    if distributed.is_rank0():
+        atomic_write_json(args.out, record)
+        print(summary_line(record))
+        print(f"record: {args.out}")
     return 0
 
 
@@ -147,7 +166,8 @@ def _load_or_make_reference(spec: CellSpec, path: Path, device: str, progress: b
         return record
     log.info("no fp32 reference at %s: evaluating the 32-bit model first", path)
     record = run_cell(ref_spec, device=device, progress=progress)
-    atomic_write_json(path, record)
+    if distributed.is_rank0():
+        atomic_write_json(path, record)
     return record
 
 
