@@ -24,6 +24,7 @@ exactly (the 16 stored bits become the high half of a float32).
 
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,7 +123,8 @@ def parse_ct2(data: bytes | memoryview, path: str = "<bytes>") -> CT2Model:
 
     Raises:
         ValueError: wrong binary version, truncated data, an unknown dtype id, a byte count
-            that does not match the shape, an alias to a missing variable, or trailing bytes.
+            that does not match the shape, a name stored twice, an alias to a missing
+            variable, or trailing bytes; the message names ``path``.
     """
     cur = _Cursor(data, path)
     version = cur.u32("the binary version")
@@ -137,6 +139,8 @@ def parse_ct2(data: bytes | memoryview, path: str = "<bytes>") -> CT2Model:
     variables: dict[str, np.ndarray] = {}
     for index in range(count):
         name = cur.string(f"the name of variable #{index}")
+        if name in variables:
+            raise ValueError(f"{path}: variable {name!r} is stored twice")
         rank = cur.u8(f"the rank of {name!r}")
         dims = cur.unpack("I" * rank, f"the shape of {name!r}") if rank else ()
         dtype_id = cur.u8(f"the dtype of {name!r}")
@@ -147,14 +151,19 @@ def parse_ct2(data: bytes | memoryview, path: str = "<bytes>") -> CT2Model:
             )
         nbytes = cur.u32(f"the byte count of {name!r}")
         dtype = _DTYPES[dtype_id]
-        expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+        expected = math.prod(dims) * dtype.itemsize  # Python ints: 4 x 2**16 must not wrap
         if nbytes != expected:
             raise ValueError(
                 f"{path}: variable {name!r} of shape {tuple(dims)} and dtype id {dtype_id} "
                 f"declares {nbytes} bytes, expected {expected}"
             )
         raw = cur.take(nbytes, f"the data of {name!r}")
-        array = np.frombuffer(raw, dtype=dtype).reshape(dims)
+        try:
+            array = np.frombuffer(raw, dtype=dtype).reshape(dims)
+        except ValueError as exc:  # e.g. shape (0, 2**32 - 1, 2**32 - 1): empty but too big
+            raise ValueError(
+                f"{path}: variable {name!r} has an impossible shape {dims}: {exc}"
+            ) from None
         if dtype_id == _BF16:
             array = (array.astype(np.uint32) << 16).view(np.float32)
         variables[name] = array
@@ -163,6 +172,8 @@ def parse_ct2(data: bytes | memoryview, path: str = "<bytes>") -> CT2Model:
     for index in range(alias_count):
         alias = cur.string(f"alias #{index}")
         target = cur.string(f"the target of alias {alias!r}")
+        if alias in variables or alias in aliases:
+            raise ValueError(f"{path}: alias {alias!r} is also a variable or another alias")
         aliases[alias] = target
     for alias, target in aliases.items():
         if target not in variables:
