@@ -1,18 +1,26 @@
 """Run a suite: every cell once, resumable, shardable, crash-safe.
 
 Each cell's record is written atomically to ``<results>/<suite>/records/<cell key>.json``
-only after the cell has finished, so a killed run leaves either a complete record or
-none. A rerun skips cells whose record exists (the key holds the cell's config hash);
-``overwrite=True`` is the only way to replace one. ``shard=(i, n)`` runs the i-th of n
-interleaved slices of the compressed cells; a shard that needs a 32-bit reference record
-that does not exist yet computes it (identical in every shard; the atomic rename makes a
-race harmless).
+only after the cell has finished, so a killed run (SIGKILL included) leaves either a
+complete record or none; a cell that was running when the process died has no record and
+runs again, from its start, on the rerun. A rerun skips cells whose record is complete (it
+parses and holds the cell's config hash; the key holds it too); a file at a record's path
+that is not one (a partial copy, a full disk, a hand edit) is moved aside to
+``<key>.json.corrupt`` with a warning and its cell runs again. ``overwrite=True`` is the only
+way to replace a complete record. A kill inside a write can leave a hidden
+``.<key>.json.*.tmp`` file beside the records; nothing reads those.
+
+``shard=(i, n)`` runs the i-th of n interleaved slices of the compressed cells; a shard
+that needs a 32-bit reference record that does not exist yet computes it (identical in
+every shard; the atomic rename makes a race harmless).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,6 +76,36 @@ def load_record(path: Path) -> dict[str, Any]:
         raise ValueError(f"record {path} is not valid JSON ({exc})") from exc
 
 
+def finished_record(path: Path, cell: Cell) -> dict[str, Any] | None:
+    """The record at ``path`` if it is a complete record of ``cell``, else None.
+
+    A file there that does not parse as a record of ``cell``'s config hash is renamed to
+    ``<name>.corrupt`` (kept for inspection, out of ``*.json`` globs) with a warning.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        problem = str(exc)
+    else:
+        try:
+            record = json.loads(text)
+        except ValueError as exc:
+            problem = f"not valid JSON ({exc})"
+        else:
+            found = record.get("config_hash") if isinstance(record, dict) else None
+            if found == cell.spec.config_hash():
+                return record
+            problem = f"config_hash {found!r}, expected {cell.spec.config_hash()!r}"
+    aside = path.with_name(path.name + ".corrupt")
+    log.warning("record %s is not a complete record of its cell (%s); moved to %s, the cell "
+                "runs again", path, problem, aside.name)
+    with contextlib.suppress(FileNotFoundError):  # another shard moved it first
+        os.replace(path, aside)
+    return None
+
+
 def run_suite(
     suite: Suite,
     *,
@@ -102,12 +140,14 @@ def run_suite(
         path = record_path(results, name, cell)
         what = f"[{number}/{len(planned)}] {cell.key}"
         is_ref = cell.spec.method == "fp32"
-        if path.exists() and not (overwrite and (not is_ref or shard == (0, 1))):
-            log.info("%s: record exists, skipped", what)
-            summary.skipped.append(cell.key)
-            if is_ref:
-                references[cell.spec.config_hash()] = load_record(path)
-            continue
+        if not (overwrite and (not is_ref or shard == (0, 1))):
+            existing = finished_record(path, cell)
+            if existing is not None:
+                log.info("%s: record exists, skipped", what)
+                summary.skipped.append(cell.key)
+                if is_ref:
+                    references[cell.spec.config_hash()] = existing
+                continue
         log.info("%s: running", what)
         reference = None if is_ref else references[cell.spec.reference().config_hash()]
         record = run_cell(cell.spec, reference=reference, device=device, progress=progress,
@@ -122,5 +162,5 @@ def run_suite(
     return summary
 
 
-__all__ = ["RunSummary", "load_record", "parse_shard", "record_path", "records_dir",
-           "run_suite", "shard_cells"]
+__all__ = ["RunSummary", "finished_record", "load_record", "parse_shard", "record_path",
+           "records_dir", "run_suite", "shard_cells"]

@@ -8,6 +8,9 @@ Layout of a checkpoint directory::
 A checkpoint counts only when both files exist and the digest matches; a corrupt or
 half-written one is skipped (with a warning) in favour of the previous one. Files are
 loaded with ``torch.load(weights_only=True)``: no pickled code is ever executed.
+
+One process writes a checkpoint directory (rank 0 under DDP). A kill inside a write leaves
+a hidden ``.step-*.tmp`` file (checkpoints are large); the next save removes such leftovers.
 """
 
 from __future__ import annotations
@@ -36,7 +39,17 @@ def _digest(path: Path) -> str:
 
 
 def save_checkpoint(directory: Path, step: int, state: dict[str, Any], *, keep: int = 2) -> Path:
-    """Write ``state`` as the checkpoint of ``step`` and prune all but the newest ``keep``."""
+    """Write ``state`` as the checkpoint of ``step`` and prune all but the newest ``keep``.
+
+    The ``.pt`` file is renamed into place before its ``.sha256`` is written, so a kill in
+    between leaves a checkpoint that fails verification, never one that passes with
+    half its bytes. Temporary files left by earlier killed saves are removed.
+
+    Raises:
+        ValueError: ``keep < 1`` or ``step < 0``.
+    """
+    if keep < 1 or step < 0:
+        raise ValueError(f"save_checkpoint: need keep >= 1 and step >= 0, got {keep}, {step}")
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"step-{step:06d}.pt"
     with atomic_path(path) as tmp:
@@ -45,6 +58,8 @@ def save_checkpoint(directory: Path, step: int, state: dict[str, Any], *, keep: 
     for old in list_checkpoints(directory)[:-keep]:
         old.unlink(missing_ok=True)
         old.with_name(old.name + ".sha256").unlink(missing_ok=True)
+    for stale in directory.glob(".step-*.tmp"):  # from saves killed before their rename
+        stale.unlink(missing_ok=True)
     return path
 
 
