@@ -6,7 +6,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from mpqbench.bench.report import write_report
 from mpqbench.bench.suite import resolve_suite_path
 
 if sys.version_info >= (3, 11):
@@ -52,6 +51,7 @@ def suite_name(suite: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     name = args.name or suite_name(args.suite)
+    from mpqbench.bench.report import write_report  # lazy: pandas, matplotlib
     files = write_report(args.results / name)
     print(f"report: {files.report}")
     print(f"table: {files.table}")
