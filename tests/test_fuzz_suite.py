@@ -28,13 +28,6 @@ from mpqbench.bench.suite import load_suite
 from mpqbench.bench.workloads.adapter import LAYER_GROUPS
 from mpqbench.quant.allocation import LayerRule
 
-#: Issue 6 report: suite.py (owned by the lead) needs the patch given there to pass these.
-NEEDS_SUITE_PATCH = pytest.mark.xfail(
-    strict=True,
-    reason="suite.py does not yet validate every field (patch in the issue 6 fuzz report); "
-    "remove this marker once it is applied",
-)
-
 _BASE: dict = {
     "suite": {
         "name": "fuzz",
@@ -242,7 +235,6 @@ def test_suite_bytes_fail_clearly(raw, tmp_path):
     event("read" if _load_and_check(raw, tmp_path) else "refused")
 
 
-@NEEDS_SUITE_PATCH
 @pytest.mark.parametrize("text", [
     "a = " + "[" * 5000 + "]" * 5000,
     "a = " + "{b = " * 2000 + "1" + "}" * 2000,
@@ -252,7 +244,6 @@ def test_parser_limits_fail_clearly(text, tmp_path):
     _load_and_check(text.encode(), tmp_path)
 
 
-@NEEDS_SUITE_PATCH
 @FUZZ
 @given(doc=_documents())
 def test_suite_documents_load_well_typed_or_fail_naming_the_file(doc, tmp_path):

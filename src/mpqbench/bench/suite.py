@@ -39,6 +39,7 @@ are named in every error.
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -46,8 +47,10 @@ from pathlib import Path
 from typing import Any
 
 from mpqbench.bench.cell import FP32, CellSpec
+from mpqbench.bench.workloads.adapter import LAYER_GROUPS
 from mpqbench.bench.workloads.registry import MODEL_REGISTRY
 from mpqbench.method import Budget, Target, available_methods, make_config
+from mpqbench.quant.allocation import LayerRule
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -62,6 +65,10 @@ _SUITE_KEYS = {
     "whisper_window_s", "fp32_reference",
 }
 _SYSTEM_KEYS = {"method", "label", "avg_bits", "cr", "params"}
+#: Seeds must fit every RNG a cell seeds (numpy's and torch's take 0..2**32-1 safely).
+_MAX_SEED = 2**32 - 1
+#: Whisper's encoder window is 30 s; a suite may shrink it.
+_MAX_WHISPER_WINDOW_S = 30
 
 
 @dataclass(frozen=True)
@@ -127,45 +134,80 @@ def load_suite(name_or_path: str) -> Suite:
         raise ValueError(f"{where}: not UTF-8 text ({exc})") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"{where}: malformed TOML: {exc}") from exc
+    except RecursionError:
+        raise ValueError(f"{where}: malformed TOML: arrays or tables nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer literal over Python's 4300-digit limit
+        raise ValueError(f"{where}: malformed TOML: {exc}") from None
     _only(raw, {"suite", "budget", "systems"}, where, "top level")
     suite = _table(raw, "suite", where)
     _only(suite, _SUITE_KEYS, where, "[suite]")
-    name = _get(suite, "name", str, where, "suite.name")
-    data = suite.get("data", "embedded")
-    models = _get(suite, "models", list, where, "suite.models")
+    name = _plain_name(_get(suite, "name", str, where, "suite.name"), where, "suite.name")
+    description = _get(suite, "description", str, where, "suite.description", default="")
+    data = _get(suite, "data", str, where, "suite.data", default="embedded")
+    if not data:
+        raise ValueError(f"{where}: suite.data must not be empty")
+    models = _strings(suite, "models", where)
     for i, model in enumerate(models):
-        if not isinstance(model, str):
-            raise ValueError(f"{where}: suite.models[{i}] must be a string")
         if model not in MODEL_REGISTRY and not Path(model).expanduser().is_dir():
             raise ValueError(
                 f"{where}: suite.models[{i}] = {model!r} is neither a registered model "
                 f"({', '.join(sorted(MODEL_REGISTRY))}) nor a local directory"
             )
     seeds = suite.get("seeds", [0])
-    if not isinstance(seeds, list) or not all(isinstance(s, int) for s in seeds) or not seeds:
-        raise ValueError(f"{where}: suite.seeds must be a non-empty list of integers")
+    if (
+        not isinstance(seeds, list) or not seeds
+        or not all(type(s) is int and 0 <= s <= _MAX_SEED for s in seeds)
+    ):
+        raise ValueError(
+            f"{where}: suite.seeds must be a non-empty list of integers in 0..{_MAX_SEED}, "
+            f"got {seeds!r}"
+        )
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"{where}: suite.seeds lists a seed twice: {seeds}")
     budget_raw = _table(raw, "budget", where)
     try:
         _only(budget_raw, {f.name for f in dataclasses.fields(Budget)} - {"seed"}, where,
               "[budget]")
+        for key, value in budget_raw.items():
+            if type(value) is not int:
+                raise ValueError(f"budget.{key} must be an integer, got {value!r}")
         budget = Budget(**budget_raw, seed=seeds[0])
     except TypeError as exc:
         raise ValueError(f"{where}: [budget]: {exc}") from exc
     except ValueError as exc:
         raise ValueError(f"{where}: {exc}") from exc
+    eval_splits = _strings(suite, "eval_splits", where, default=["test-clean", "test-other"])
+    for i, split in enumerate(eval_splits):
+        _plain_name(split, where, f"suite.eval_splits[{i}]")
+    groups = _strings(suite, "groups", where, default=["blocks"])
+    for i, group in enumerate(groups):
+        if group not in LAYER_GROUPS:
+            raise ValueError(
+                f"{where}: suite.groups[{i}] = {group!r} is not a layer group; "
+                f"groups are {list(LAYER_GROUPS)}"
+            )
+    rules = _strings(suite, "rules", where, default=[], allow_empty=True, unique=False)
+    for i, rule in enumerate(rules):
+        try:
+            LayerRule.parse(rule)
+        except ValueError as exc:
+            raise ValueError(f"{where}: suite.rules[{i}]: {exc}") from None
     common = {
         "data": data,
-        "eval_splits": tuple(_get(suite, "eval_splits", list, where, "suite.eval_splits",
-                                  default=["test-clean", "test-other"])),
-        "groups": tuple(_get(suite, "groups", list, where, "suite.groups", default=["blocks"])),
-        "rules": tuple(_get(suite, "rules", list, where, "suite.rules", default=[])),
-        "eval_batch_size": _get(suite, "eval_batch_size", int, where, "suite.eval_batch_size",
-                                default=16),
-        "max_new_tokens": suite.get("max_new_tokens"),
-        "eval_limit": suite.get("eval_limit"),
-        "whisper_window_s": suite.get("whisper_window_s"),
-        "train_split": suite.get("train_split", "train"),
-        "dev_split": suite.get("dev_split", "dev"),
+        "eval_splits": tuple(eval_splits),
+        "groups": tuple(groups),
+        "rules": tuple(rules),
+        "eval_batch_size": _int(suite, "eval_batch_size", where, default=16),
+        "max_new_tokens": _int(suite, "max_new_tokens", where, default=None),
+        "eval_limit": _int(suite, "eval_limit", where, default=None),
+        "whisper_window_s": _int(suite, "whisper_window_s", where, default=None,
+                                 high=_MAX_WHISPER_WINDOW_S),
+        "train_split": _plain_name(
+            _get(suite, "train_split", str, where, "suite.train_split", default="train"),
+            where, "suite.train_split"),
+        "dev_split": _plain_name(
+            _get(suite, "dev_split", str, where, "suite.dev_split", default="dev"),
+            where, "suite.dev_split"),
         "fp32_reference": _get(suite, "fp32_reference", str, where, "suite.fp32_reference",
                                default=None),
     }
@@ -196,11 +238,12 @@ def load_suite(name_or_path: str) -> Suite:
             raise ValueError(
                 f"{where}: {field}.method = {method!r} is not a method; known: {methods}"
             )
-        label = system.get("label", method)
+        label = _plain_name(_get(system, "label", str, where, f"{field}.label", default=method),
+                            where, f"{field}.label")
         if label in labels or label == FP32:
             raise ValueError(f"{where}: {field}.label {label!r} is used twice (or reserved)")
         labels.add(label)
-        params = system.get("params", {})
+        params = _get(system, "params", Mapping, where, f"{field}.params", default={})
         try:
             config = make_config(method, params)
         except (ValueError, TypeError) as exc:
@@ -214,7 +257,7 @@ def load_suite(name_or_path: str) -> Suite:
                         budget=dataclasses.replace(budget, seed=seed), **common,
                     )
                     cells.append(Cell(label, spec))
-    return Suite(name=name, description=suite.get("description", ""), path=path,
+    return Suite(name=name, description=description, path=path,
                  cells=tuple(cells), budget=budget)
 
 
@@ -231,6 +274,8 @@ def _targets(system: Mapping[str, Any], where: str, field: str, config: Any) -> 
     for j, value in enumerate(values):
         if not isinstance(value, int | float) or isinstance(value, bool):
             raise ValueError(f"{where}: {field}.{key}[{j}] = {value!r} is not a number")
+        if not math.isfinite(value):
+            raise ValueError(f"{where}: {field}.{key}[{j}] = {value!r} is not a finite number")
         try:
             target = Target(avg_bits=value) if has_bits else Target(compression_ratio=value)
         except ValueError as exc:
@@ -243,6 +288,8 @@ def _targets(system: Mapping[str, Any], where: str, field: str, config: Any) -> 
         if has_bits and not candidates and not 1 <= value <= 8:
             raise ValueError(f"{where}: {field}.avg_bits[{j}] = {value} is outside 1..8 bits")
         out.append(target)
+    if len(set(values)) != len(values):
+        raise ValueError(f"{where}: {field}.{key} lists a target twice: {values}")
     return out
 
 
@@ -257,6 +304,43 @@ def _only(table: Mapping[str, Any], allowed: set[str], where: str, what: str) ->
     unknown = sorted(set(table) - allowed)
     if unknown:
         raise ValueError(f"{where}: unknown key(s) {unknown} in {what}; allowed: {sorted(allowed)}")
+
+
+def _plain_name(value: str, where: str, field: str) -> str:
+    """A name used in paths (suite, split, label): non-empty, no separators, not . or .."""
+    if not value or value in (".", "..") or any(c in value for c in "/\\\0"):
+        raise ValueError(
+            f"{where}: {field} must be a plain name (no '/', '\\', NUL; not '.' or '..'), "
+            f"got {value!r}"
+        )
+    return value
+
+
+def _strings(table: Mapping[str, Any], key: str, where: str, default: Any = dataclasses.MISSING,
+             *, allow_empty: bool = False, unique: bool = True) -> list[str]:
+    """``suite.<key>``: a list of non-empty strings (non-empty and without repeats by default)."""
+    field = f"suite.{key}"
+    values = _get(table, key, list, where, field, default=default)
+    if not values and not allow_empty:
+        raise ValueError(f"{where}: {field} must not be empty")
+    for i, value in enumerate(values):
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"{where}: {field}[{i}] must be a non-empty string, got {value!r}")
+    if unique and len(set(values)) != len(values):
+        raise ValueError(f"{where}: {field} lists a value twice: {values}")
+    return values
+
+
+def _int(table: Mapping[str, Any], key: str, where: str, *, default: int | None,
+         high: int | None = None) -> int | None:
+    """``suite.<key>``: an optional integer >= 1 (and <= ``high``)."""
+    if key not in table:
+        return default
+    value = table[key]
+    if type(value) is not int or value < 1 or (high is not None and value > high):
+        bound = f"1..{high}" if high is not None else ">= 1"
+        raise ValueError(f"{where}: suite.{key} must be an integer {bound}, got {value!r}")
+    return value
 
 
 def _get(table: Mapping[str, Any], key: str, kind: type, where: str, field: str,
