@@ -13,6 +13,7 @@ import importlib
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
 from mpqbench.bench.data.types import Utterance
@@ -129,6 +130,8 @@ class Workload:
             stays 32-bit.
         teacher: cached 32-bit outputs on ``train`` for the KL term.
         device: where training runs.
+        checkpoint_dir: where the shared QAT loop checkpoints each training stage (one
+            subdirectory per stage) and resumes from; None (the default) disables it.
     """
 
     name: str
@@ -138,6 +141,7 @@ class Workload:
     eligible: list[str]
     teacher: TeacherSource
     device: str = "cpu"
+    checkpoint_dir: Path | None = None
 
 
 #: What a stage spends. ``qat``: parameter estimation -- optimizer steps on the model's

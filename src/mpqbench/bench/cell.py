@@ -25,6 +25,7 @@ import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from mpqbench.bench.data.embedded import EMBEDDED, embedded_manifest_sha256, open_split
@@ -183,6 +184,7 @@ def run_cell(
     device: str = "cpu",
     progress: bool = True,
     teacher_cache: dict[tuple[Any, ...], TeacherCache] | None = None,
+    checkpoint_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Run one cell and return its record.
 
@@ -192,6 +194,9 @@ def run_cell(
         device: "cpu" or "cuda".
         progress: progress bars.
         teacher_cache: an in-process memo of teacher caches shared between cells.
+        checkpoint_dir: where the method's QAT stages checkpoint and resume (see
+            :func:`mpqbench.quant.fixed_bits.qat_fixed_bits`); None disables checkpoints.
+            It must belong to this cell only: a rerun resumes from what it holds.
 
     Raises:
         ValueError: bad configuration (unknown method/field, split, ...) before any training.
@@ -231,6 +236,7 @@ def run_cell(
         workload = Workload(
             name=model.name, model=model, train=train, dev=dev,
             eligible=list(eligible.quantized), teacher=memo[key], device=device,
+            checkpoint_dir=checkpoint_dir,
         )
         if spec.method == FP32:
             allocation = Allocation(model.name, dict.fromkeys(eligible.layers))

@@ -3,11 +3,14 @@
 Each cell's record is written atomically to ``<results>/<suite>/records/<cell key>.json``
 only after the cell has finished, so a killed run (SIGKILL included) leaves either a
 complete record or none; a cell that was running when the process died has no record and
-runs again, from its start, on the rerun. A rerun skips cells whose record is complete (it
-parses and holds the cell's config hash; the key holds it too); a file at a record's path
-that is not one (a partial copy, a full disk, a hand edit) is moved aside to
-``<key>.json.corrupt`` with a warning and its cell runs again. ``overwrite=True`` is the only
-way to replace a complete record. A kill inside a write can leave a hidden
+runs again on the rerun, its QAT stages resuming from their checkpoints in
+``<results>/<suite>/checkpoints/<cell key>/`` (a checkpoint failing its sha256 check is
+skipped for the previous one; a reference cell computed by several shards at once keeps
+none); that directory is removed once the record is written. A rerun skips cells whose
+record is complete (it parses and holds the cell's config hash; the key holds it too); a
+file at a record's path that is not one (a partial copy, a full disk, a hand edit) is moved
+aside to ``<key>.json.corrupt`` with a warning and its cell runs again. ``overwrite=True``
+is the only way to replace a complete record. A kill inside a write can leave a hidden
 ``.<key>.json.*.tmp`` file beside the records; nothing reads those.
 
 ``shard=(i, n)`` runs the i-th of n interleaved slices of the compressed cells; a shard
@@ -21,6 +24,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +45,11 @@ class RunSummary:
 
 def records_dir(results: Path, suite_name: str) -> Path:
     return results / suite_name / "records"
+
+
+def checkpoint_path(results: Path, suite_name: str, cell: Cell) -> Path:
+    """Where ``cell``'s training checkpoints live while it runs."""
+    return results / suite_name / "checkpoints" / cell.key
 
 
 def record_path(results: Path, suite_name: str, cell: Cell) -> Path:
@@ -150,11 +159,15 @@ def run_suite(
                 continue
         log.info("%s: running", what)
         reference = None if is_ref else references[cell.spec.reference().config_hash()]
+        shared = is_ref and shard[1] > 1  # other shards may train this cell concurrently
+        checkpoints = None if shared else checkpoint_path(results, name, cell)
         record = run_cell(cell.spec, reference=reference, device=device, progress=progress,
-                          teacher_cache=memo)
+                          teacher_cache=memo, checkpoint_dir=checkpoints)
         record["suite"] = {"name": suite.name, "results_name": name, "label": cell.label,
                            "file": str(suite.path.name)}
         atomic_write_json(path, record)
+        if checkpoints is not None:
+            shutil.rmtree(checkpoints, ignore_errors=True)  # the record supersedes them
         log.info("%s: %s", what, summary_line(record))
         summary.ran.append(cell.key)
         if is_ref:
@@ -162,5 +175,5 @@ def run_suite(
     return summary
 
 
-__all__ = ["RunSummary", "finished_record", "load_record", "parse_shard", "record_path",
-           "records_dir", "run_suite", "shard_cells"]
+__all__ = ["RunSummary", "checkpoint_path", "finished_record", "load_record", "parse_shard",
+           "record_path", "records_dir", "run_suite", "shard_cells"]

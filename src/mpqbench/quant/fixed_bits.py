@@ -11,6 +11,10 @@ from mpqbench.quant.layers import prepare_
 from mpqbench.quant.qat import TrainConfig, TrainResult, train
 from mpqbench.timing import device_label
 
+#: Steps between checkpoints when the workload has a checkpoint directory and the train
+#: config leaves ``checkpoint_every`` at 0 (a record does not depend on it).
+DEFAULT_CHECKPOINT_EVERY = 10
+
 
 def qat_fixed_bits(
     workload: Workload,
@@ -39,11 +43,23 @@ def qat_fixed_bits(
         prepare: False when the model already holds the allocation's fake-quantized layers
             (e.g. extracted from a supernet); then ``quantizer`` is not used.
 
+    With ``workload.checkpoint_dir`` set, the loop checkpoints to ``checkpoint_dir / stage``
+    every ``train_config.checkpoint_every`` steps (:data:`DEFAULT_CHECKPOINT_EVERY` when 0)
+    and resumes from the newest checkpoint that passes its checksum; a resumed stage ends
+    with the same weights, history and step count as an uninterrupted one.
+
     Returns:
-        The stage timing (``kind="qat"``) and the loop's result.
+        The stage timing (``kind="qat"``; ``steps`` counts the steps run before a resume
+        too) and the loop's result.
     """
     if prepare:
         prepare_(workload.model.model, allocation, dataclasses.replace(quantizer, bits=8))
+    checkpoint_dir = None
+    if workload.checkpoint_dir is not None:
+        checkpoint_dir = workload.checkpoint_dir / stage
+        if train_config.checkpoint_every == 0:
+            train_config = dataclasses.replace(train_config,
+                                               checkpoint_every=DEFAULT_CHECKPOINT_EVERY)
     result = train(
         workload.model,
         workload.train,
@@ -52,11 +68,12 @@ def qat_fixed_bits(
         seed=budget.seed,
         config=train_config,
         teacher=workload.teacher,
+        checkpoint_dir=checkpoint_dir,
         desc=desc,
     )
-    timing = StageTiming(stage, result.seconds, device_label(workload.device), steps=result.steps,
-                         kind="qat")
+    timing = StageTiming(stage, result.seconds, device_label(workload.device),
+                         steps=result.resumed_from + result.steps, kind="qat")
     return timing, result
 
 
-__all__ = ["qat_fixed_bits"]
+__all__ = ["DEFAULT_CHECKPOINT_EVERY", "qat_fixed_bits"]

@@ -34,9 +34,14 @@ bits (:meth:`Target.avg_bits_for` turns a compression-ratio target into T):
   near the target and the repair absorbs the small excess that remains;
 - ``"lagrangian"``: ``mu * (E - T)`` with the multiplier updated by projected dual ascent
   after each step, ``mu <- max(0, mu + dual_lr * (E - T))``: it grows while the budget is
-  exceeded, whatever the scale of the task loss. (The multiplier is Python state: exact
-  resume from a mid-run checkpoint would restart it at its last value only if it were
-  stored; methods do not checkpoint today.)
+  exceeded, whatever the scale of the task loss.
+
+Checkpoints: pass 2 checkpoints and resumes through
+:func:`~mpqbench.quant.fixed_bits.qat_fixed_bits` when the workload has a checkpoint
+directory; the supernet stage does not. Its budget term (the lagrangian multiplier, the
+expected-bits trace in ``info``) and its tau schedule are Python state that the loop's
+checkpoint does not hold, so a resumed supernet would not end as an uninterrupted one
+does; a killed cell reruns the supernet from its start.
 
 Defaults and why: candidates {2, 4, 8} (DESIGN.md); soft mixing (the paper's
 Gumbel-softmax; ``hard=True`` gives the straight-through variant); tau 1.0 -> 0.1
