@@ -110,16 +110,22 @@ def test_budget_term_pushes_expected_bits_down_in_a_few_steps(mode):
 # ---- repair -------------------------------------------------------------------------------
 
 
-def brute_force(logits, cands, sizes, target):
+def neg_logp(logits, cands, bits):
+    """-sum_l log softmax(logits_l)[b_l]: the cost repair and fill minimise."""
+    return -sum(torch.log_softmax(torch.tensor(logits[n], dtype=torch.float64), 0)[
+        cands[n].index(bits[n])].item() for n in logits)
+
+
+def brute_force(logits, cands, sizes, hi, lo=-math.inf):
+    """Most probable allocation with average bits in [lo, hi]: (bits or None, cost)."""
     names = list(logits)
     best, best_cost = None, math.inf
     total = sum(sizes.values())
     for choice in itertools.product(*(range(len(cands[n])) for n in names)):
         bits = {n: cands[n][k] for n, k in zip(names, choice, strict=True)}
-        if sum(bits[n] * sizes[n] for n in names) / total > target:
+        if not lo <= sum(bits[n] * sizes[n] for n in names) / total <= hi:
             continue
-        cost = -sum(torch.log_softmax(torch.tensor(logits[n], dtype=torch.float64), 0)[k].item()
-                    for n, k in zip(names, choice, strict=True))
+        cost = neg_logp(logits, cands, bits)
         if cost < best_cost - 1e-12:
             best, best_cost = bits, cost
     return best, best_cost
@@ -144,27 +150,11 @@ def test_repair_meets_the_target_exactly_with_the_most_probable_allocation(seed)
         assert bits == argmax and not report["repaired"] and report["changes"] == []
     else:
         _, cost = brute_force(logits, cands, sizes, target)
-        got = -sum(torch.log_softmax(torch.tensor(logits[n], dtype=torch.float64), 0)[
-            cands[n].index(bits[n])].item() for n in names)
+        got = neg_logp(logits, cands, bits)
         assert got == pytest.approx(cost, abs=1e-9)
         assert report["repaired"]
         assert {c["layer"] for c in report["changes"]} == {n for n in names
                                                            if bits[n] != argmax[n]}
-
-
-def brute_force_fill(logits, cands, sizes, lo, hi):
-    """Most probable allocation with average bits in [lo, hi] (None if there is none)."""
-    names = list(logits)
-    total = sum(sizes.values())
-    best_cost = math.inf
-    for choice in itertools.product(*(range(len(cands[n])) for n in names)):
-        avg = sum(cands[n][k] * sizes[n] for n, k in zip(names, choice, strict=True)) / total
-        if not lo <= avg <= hi:
-            continue
-        cost = -sum(torch.log_softmax(torch.tensor(logits[n], dtype=torch.float64), 0)[k].item()
-                    for n, k in zip(names, choice, strict=True))
-        best_cost = min(best_cost, cost)
-    return best_cost
 
 
 @pytest.mark.parametrize("seed", range(8))
@@ -182,12 +172,11 @@ def test_fill_spends_the_budget_within_tolerance(seed):
     total = sum(sizes.values())
     avg = sum(bits[n] * sizes[n] for n in names) / total
     assert avg <= target and report["avg_bits"] == pytest.approx(avg)
-    best = brute_force_fill(logits, cands, sizes, target - tol, target)
+    _, best = brute_force(logits, cands, sizes, target, lo=target - tol)
     assert report["reached"] == (best < math.inf)
     if report["reached"]:
         assert avg >= target - tol
-        got = -sum(torch.log_softmax(torch.tensor(logits[n], dtype=torch.float64), 0)[
-            cands[n].index(bits[n])].item() for n in names)
+        got = neg_logp(logits, cands, bits)
         # Lagrangian relaxation: optimal for its own bound, never better than the optimum.
         assert got >= best - 1e-9
         assert got <= best + 3.0  # and close to it on these small instances

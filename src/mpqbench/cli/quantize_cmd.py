@@ -31,6 +31,7 @@ from mpqbench import distributed
 from mpqbench._atomic import atomic_write_json
 from mpqbench.bench.cell import FP32, CellSpec, run_cell, summary_line
 from mpqbench.bench.data.embedded import EMBEDDED
+from mpqbench.cli._shared import add_layer_selection_args
 from mpqbench.method import Budget, Target, available_methods, make_config
 
 log = logging.getLogger(__name__)
@@ -61,12 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed (0)")
     p.add_argument("--eval-splits", default="test-clean,test-other",
                    help="comma-separated splits to evaluate (test-clean,test-other)")
-    p.add_argument("--groups", default="blocks",
-                   help="comma-separated layer groups to quantize (blocks)")
-    p.add_argument("--rule", action="append", default=[], metavar="PATTERN=BITS",
-                   help="per-layer override, e.g. '*.fc2=8' or 'proj_out=none'; repeatable")
-    p.add_argument("--whisper-window", type=int, default=None, metavar="SECONDS",
-                   help="shrink a Whisper model's encoder window (default: 30 s)")
+    add_layer_selection_args(p)
     p.add_argument("--eval-limit", type=int, default=None, metavar="N",
                    help="evaluate a fixed seeded subset of N utterances per split")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")

@@ -29,6 +29,7 @@ from pathlib import Path
 from mpqbench._atomic import atomic_write_json
 from mpqbench.bench.data.embedded import EMBEDDED, open_split
 from mpqbench.bench.workloads.registry import available_models, load_model
+from mpqbench.cli._shared import add_layer_selection_args
 from mpqbench.cli.eval_cmd import _positive_int, _resolve_device
 from mpqbench.cli.quantize_cmd import parse_sets
 from mpqbench.method import Budget, Target, Workload, make_config
@@ -87,12 +88,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="optuna config field (TOML value), e.g. sampler=tpe, "
                    "candidates=[2,4,8], warm_starts=8; repeatable")
-    p.add_argument("--groups", default="blocks",
-                   help="comma-separated layer groups to quantize (blocks)")
-    p.add_argument("--rule", action="append", default=[], metavar="PATTERN=BITS",
-                   help="per-layer override, e.g. '*.fc2=8' or 'proj_out=none'; repeatable")
-    p.add_argument("--whisper-window", type=int, default=None, metavar="SECONDS",
-                   help="shrink a Whisper model's encoder window (default: 30 s)")
+    add_layer_selection_args(p)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--out", type=Path, default=None,
                    help="write the best feasible allocation here (JSON, atomically)")
