@@ -299,6 +299,28 @@ def test_dnas_stage_freezes_weights_and_costs_are_negative_log_probabilities():
 # ---- method-level --------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("tolerance", [0.25, None])
+def test_dnas_allocation_under_the_target_is_filled_within_tolerance(tolerance):
+    """A strong penalty drives the logits to 2 bits; the fill spends the budget again."""
+    workload = make_workload("tiny-ctc")
+    budget = Budget(train_steps=0, batch_size=2, search_budget=4, seed=0)
+    config = TwoStageConfig(stage1="dnas", arch_lr=0.5, budget_weight=1e4,
+                            fill_tolerance=tolerance)
+    out = run_two_stage(workload, Target(avg_bits=5), budget, config)
+    sizes = {n: workload.model.model.get_submodule(n).weight.numel() for n in workload.eligible}
+    avg = sum(out.allocation.layers[n] * sizes[n] for n in sizes) / sum(sizes.values())
+    costs = {n: {int(b): c for b, c in cs.items()} for n, cs in out.info["costs"].items()}
+    argmax = {n: min(cs, key=cs.__getitem__) for n, cs in costs.items()}
+    argmax_avg = sum(argmax[n] * sizes[n] for n in sizes) / sum(sizes.values())
+    assert argmax_avg < 5 - 0.25  # the premise: the learned argmax undershoots
+    assert avg <= 5 + 1e-9
+    if tolerance is None:
+        assert out.info["fill"] is None and avg == pytest.approx(argmax_avg)
+    else:
+        assert avg >= 5 - tolerance - 1e-9
+        assert out.info["fill"]["reached"] and out.info["fill"]["changes"]
+
+
 def test_a_sensitive_layer_keeps_more_bits():
     """Scaling one layer's weight up makes quantizing it hurt more: it is given more bits."""
     workload = make_workload("tiny-ctc")
@@ -338,6 +360,8 @@ def test_search_budget_zero_is_refused():
         ({"dual_lr": float("nan")}, "dual_lr"),
         ({"hard": 1}, "hard"),
         ({"probes_per_batch": 0}, "probes_per_batch"),
+        ({"fill_tolerance": -0.5}, "fill_tolerance"),
+        ({"fill_tolerance": True}, "fill_tolerance"),
     ],
 )
 def test_config_validation(kwargs, message):
