@@ -88,7 +88,10 @@ class TwoStageConfig:
     :class:`mpqbench.search.one_stage.OneStageConfig` (candidates {2, 4, 8}, soft mixing,
     tau 1.0 -> 0.1 exponential, arch_lr 0.02, penalty budget with weight 10), so a
     comparison changes only what it means to change. Hessian: one probe per batch (more
-    distinct batches per HVP spent), autograd HVPs where the loss allows.
+    distinct batches per HVP spent) and finite-difference HVPs: on whisper-tiny.en (CPU, 8
+    utterances, 20 s window) an autograd double-backward HVP took 17x as long as a
+    finite-difference one (about 2 gradients), and the two agreed probe for probe to a
+    median 0.13% (max 3%) per layer, far inside one Rademacher probe's own variance.
     """
 
     stage1: Literal["dnas", "hessian", "kl"] = field(
@@ -116,7 +119,7 @@ class TwoStageConfig:
     # hessian
     probes_per_batch: int = field(
         default=1, metadata={"help": "hessian: Rademacher probes per data batch"})
-    hvp: str = field(default="auto", metadata={
+    hvp: str = field(default="finite_difference", metadata={
         "help": "hessian: Hessian-vector products by autograd, finite_difference or auto"})
     fd_step: float = field(default=1e-3, metadata={
         "help": "hessian: finite-difference step relative to the weights' rms"})
