@@ -232,13 +232,17 @@ def assert_unchanged(workload, snap):
     assert module.training == training
 
 
-@pytest.mark.parametrize(("model", "hvp"), [("tiny-whisper", "autograd"),
-                                            ("tiny-ctc", "finite_difference")])
-def test_hessian_stage_on_real_adapters(model, hvp):
+@pytest.mark.parametrize(("model", "requested", "hvp"), [
+    ("tiny-whisper", "auto", "autograd"),
+    ("tiny-ctc", "auto", "finite_difference"),  # CTC loss has no double backward
+    ("tiny-whisper", None, "finite_difference"),  # the default
+])
+def test_hessian_stage_on_real_adapters(model, requested, hvp):
     workload = make_workload(model)
     snap = snapshot(workload)
     budget = Budget(train_steps=1, batch_size=1, search_budget=1, seed=0)
-    stage = hessian_stage(workload, budget, TwoStageConfig(stage1="hessian"))
+    extra = {} if requested is None else {"hvp": requested}
+    stage = hessian_stage(workload, budget, TwoStageConfig(stage1="hessian", **extra))
     assert stage.info["hutchinson"]["method"] == hvp
     assert stage.evaluations == 1
     assert set(stage.costs) == set(workload.eligible)
