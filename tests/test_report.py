@@ -192,8 +192,29 @@ def test_headline_time_pairs_need_the_same_device():
         make_cell(ref, method="two_stage", target_bits=4, avg_bits=4, cr=6.1, device="cpu: B"),
     ])
     assert h.time_pairs == [] and h.time_ratio.value is None
-    assert "same target, seed and device" in h.time_ratio.reason
+    assert "same target, seed, device and candidate bit-widths" in h.time_ratio.reason
     assert h.unmatched_time == ["two_stage 4bit seed 0"]
+
+
+def test_headline_time_pairs_need_the_same_candidate_set():
+    """A one_stage system over {2,3,4,6,8} is timed against the two_stage system over the same
+    set only, not against a {2,4,8} one."""
+    ref = make_reference()
+    cells = [
+        make_cell(ref, method="one_stage", target_bits=4, avg_bits=4, cr=6.2,
+                  stages=[("supernet", "qat", 50)]),
+        make_cell(ref, method="one_stage", label="one_stage-c5", target_bits=4, avg_bits=4,
+                  cr=6.2, stages=[("supernet", "qat", 60)]),
+        make_cell(ref, method="two_stage", target_bits=4, avg_bits=4, cr=6.1,
+                  stages=[("precision", "search", 70), ("qat", "qat", 30)]),
+        make_cell(ref, method="two_stage", label="two_stage-c5", target_bits=4, avg_bits=4,
+                  cr=6.1, stages=[("precision", "search", 90), ("qat", "qat", 30)]),
+    ]
+    for cell, cands in zip(cells, ([2, 4, 8], [2, 3, 4, 6, 8]) * 2, strict=True):
+        cell["method_config"] = {"candidates": cands}
+    h = _headline([ref, *cells])
+    assert [(p.two_label, p.one_label, p.ratio) for p in h.time_pairs] == [
+        ("two_stage", "one_stage", 2.0), ("two_stage-c5", "one_stage-c5", 2.0)]
 
 
 def test_corrupt_record_is_named(tmp_path, capsys):

@@ -9,8 +9,8 @@ that one_stage lost.
 
 Grouping: a method's lossless CR is the largest CR among *all* its lossless cells of that
 model (every label, target and seed of the method). Compression time ratios pair cells of
-the same model, target, seed and device (one pair per two_stage label), and sum seconds over
-the matched pairs; the shared 32-bit teacher cache is in neither side.
+the same model, target, seed, device and candidate bit-widths (one pair per two_stage
+label), and sum seconds over the matched pairs; the shared 32-bit teacher cache is in neither side.
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ def _time_pairs(cells: pd.DataFrame) -> tuple[list[TimePair], list[str]]:
     pairs, unmatched = [], []
     for _, two in twos.iterrows():
         match = ones[(ones.target == two.target) & (ones.seed == two.seed)
-                     & (ones.device == two.device)]
+                     & (ones.device == two.device) & (ones.candidates == two.candidates)]
         if match.empty:
             unmatched.append(f"{two.label} {two.target} seed {two.seed}")
             continue
@@ -149,7 +149,8 @@ def headline(table: pd.DataFrame) -> list[HeadlineModel]:
         two = sum(p.two_seconds for p in pairs)
         one = sum(p.one_seconds for p in pairs)
         if not pairs:
-            reason = ("no two_stage and one_stage cells of the same target, seed and device"
+            reason = ("no two_stage and one_stage cells of the same target, seed, device and "
+                      "candidate bit-widths"
                       if (mine.method == TWO).any() and (mine.method == ONE).any()
                       else "the records lack two_stage or one_stage cells")
             time_ratio = Ratio(None, None, None, reason)

@@ -139,9 +139,9 @@ def _headline_section(h: HeadlineModel, table: pd.DataFrame) -> list[str]:
             f"- {cr_sentence(h.cr_vs_two_stage, 'two_stage', PAPER['cr_vs_two_stage'])}",
             f"- {time_sentence(h.time_ratio, h.time_pairs)}"]
     if h.time_pairs:
-        out += ["", "Compression time pairs (matched: same model, target, seed and device; "
-                "seconds are each method's own stages, the shared 32-bit teacher cache "
-                "excluded):", ""]
+        out += ["", "Compression time pairs (matched: same model, target, seed, device and "
+                "candidate bit-widths; seconds are each method's own stages, the shared "
+                "32-bit teacher cache excluded):", ""]
         out += _md_table(
             ["target", "seed", "two_stage system", "two_stage (s)", "one_stage system",
              "one_stage (s)", "ratio"],

@@ -19,6 +19,7 @@ import pandas as pd
 
 __all__ = [
     "TABLE_COLUMNS",
+    "candidates_of",
     "load_records",
     "records_dir_of",
     "records_table",
@@ -36,7 +37,7 @@ TABLE_COLUMNS = (
     "errors", "num_utterances", "num_capped", "p_value", "z", "better", "boot_diff_pts",
     "boot_ci_low_pts", "boot_ci_high_pts", "significantly_worse", "lossless",
     "compression_seconds", "search_seconds", "qat_seconds", "teacher_seconds", "stages",
-    "device", "config_hash", "git_commit", "git_dirty", "record_file",
+    "device", "candidates", "config_hash", "git_commit", "git_dirty", "record_file",
 )
 
 _REQUIRED = ("config", "config_hash", "avg_bits", "compression_ratio", "splits", "lossless",
@@ -162,6 +163,12 @@ def _nan(value: Any) -> float:
     return math.nan if value is None else float(value)
 
 
+def candidates_of(record: Mapping[str, Any]) -> str:
+    """The candidate bit-widths of a record's method (``"2,4,8"``), ``""`` when it has none."""
+    cands = (record.get("method_config") or {}).get("candidates")
+    return ",".join(str(int(b)) for b in cands) if cands else ""
+
+
 def records_table(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     """One row per (cell, split); columns :data:`TABLE_COLUMNS`.
 
@@ -219,6 +226,7 @@ def records_table(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
                 "teacher_seconds": float(teacher),
                 "stages": "+".join(s["name"] for s in stages),
                 "device": device_of(record),
+                "candidates": candidates_of(record),
                 "config_hash": record["config_hash"],
                 "git_commit": git.get("commit"),
                 "git_dirty": git.get("dirty"),
