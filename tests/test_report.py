@@ -273,3 +273,19 @@ def test_report_reads_a_suite_file_name(tmp_path):
     assert (tmp_path / "r" / "synthetic" / "plots" / "wer_vs_cr_tiny-ctc.png").exists()
     # Only uniform: the mixed-precision heatmap is skipped, the other two plots exist.
     assert not (tmp_path / "r" / "synthetic" / "plots" / "bit_allocation_tiny-ctc.png").exists()
+
+
+@pytest.mark.parametrize(("wers", "scale", "label"), [
+    ([4.2, 6.6, 17.5], "linear", "WER (%)"),
+    ([4.2, 6.6, 926.0], "log", "WER (%, log scale)"),
+    ([0.0, 6.6, 926.0], "symlog", "WER (%, log scale)"),
+    ([0.0, 0.0], "linear", "WER (%)"),
+])
+def test_wer_axis_goes_logarithmic_only_for_a_wide_spread(wers, scale, label):
+    from matplotlib.figure import Figure
+
+    from mpqbench.bench.plots import _wer_axis
+
+    ax = Figure().subplots()
+    assert _wer_axis(ax, wers) == label
+    assert ax.get_yscale() == scale

@@ -12,6 +12,7 @@ Every figure is written atomically (temporary file beside the target, then renam
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import pandas as pd
 from matplotlib.colors import BoundaryNorm, ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FuncFormatter, NullFormatter
+from matplotlib.ticker import FuncFormatter, NullFormatter, ScalarFormatter
 
 from mpqbench._atomic import atomic_path
 from mpqbench.bench.headline import cells_of
@@ -86,6 +87,29 @@ def _cr_axis(ax: Any, crs: Sequence[float]) -> None:
         ax.set_xlim(lo - pad, hi + pad)
 
 
+#: WER spread (largest / smallest, in %) beyond which the WER axis is logarithmic: broken
+#: systems (WER of hundreds of %) would otherwise flatten every useful point onto the floor.
+LOG_WER_SPREAD = 20.0
+
+
+def _wer_axis(ax: Any, wers_pct: Sequence[float]) -> str:
+    """Linear WER axis, or logarithmic (symlog when some WER is 0) for a wide spread.
+
+    Returns the y-axis label.
+    """
+    values = [v for v in wers_pct if math.isfinite(v)]
+    positive = [v for v in values if v > 0]
+    if not positive or max(values) / min(positive) <= LOG_WER_SPREAD:
+        return "WER (%)"
+    if len(positive) < len(values):
+        ax.set_yscale("symlog", linthresh=1.0)
+    else:
+        ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.get_major_formatter().set_scientific(False)
+    return "WER (%, log scale)"
+
+
 def plot_wer_vs_cr(table: pd.DataFrame, model: str, path: Path) -> Path:
     """WER (%) against compression ratio for every system of ``model``, a panel per split.
 
@@ -121,7 +145,7 @@ def plot_wer_vs_cr(table: pd.DataFrame, model: str, path: Path) -> Path:
                            edgecolors=colour, linewidths=1.6, zorder=3)
         _cr_axis(ax, list(rows.cr))
         ax.set_xlabel("compression ratio (32-bit size / compressed size, x)")
-        ax.set_ylabel("WER (%)")
+        ax.set_ylabel(_wer_axis(ax, list(100 * rows.wer)))
         ax.set_title(f"{split}")
         ax.grid(True, alpha=0.3)
     handles = [Line2D([], [], color="black", marker="*", ls=":", ms=12, label="32-bit")]
