@@ -70,7 +70,12 @@ from mpqbench.quant.supernet import (
     prepare_supernet_,
     set_tau_,
 )
-from mpqbench.search.one_stage import BUDGET_MODES, BitBudget, fill_allocation
+from mpqbench.search.one_stage import (
+    BUDGET_MODES,
+    BitBudget,
+    check_fill_tolerance,
+    fill_allocation,
+)
 from mpqbench.timing import device_label, stage_timer
 
 logger = logging.getLogger(__name__)
@@ -153,12 +158,7 @@ class TwoStageConfig:
                 f"two_stage.budget_mode must be one of {BUDGET_MODES}, got {self.budget_mode!r}")
         if not isinstance(self.hard, bool):
             raise ValueError(f"two_stage.hard must be a bool, got {self.hard!r}")
-        if self.fill_tolerance is not None and not (
-            isinstance(self.fill_tolerance, (int, float))
-            and not isinstance(self.fill_tolerance, bool) and 0.0 <= self.fill_tolerance < 8.0
-        ):
-            raise ValueError(
-                f"two_stage.fill_tolerance must be None or in [0, 8), got {self.fill_tolerance!r}")
+        check_fill_tolerance(self.fill_tolerance, what="two_stage.fill_tolerance")
         if self.probes_per_batch < 1:
             raise ValueError(
                 f"two_stage.probes_per_batch must be >= 1, got {self.probes_per_batch}")
@@ -324,15 +324,14 @@ def run_two_stage(
         solution = allocate_bits(sizes, stage1.costs, target_bits, solver=config.solver)
         bits = dict(solution.bits)
         fill = None
-        avg = sum(bits[n] * sizes[n] for n in sizes) / sum(sizes.values())
         if (config.stage1 == "dnas" and config.fill_tolerance is not None
-                and avg < target_bits - config.fill_tolerance):
+                and solution.avg_bits < target_bits - config.fill_tolerance):
             logits = {n: [-stage1.costs[n][b] for b in config.candidates] for n in sizes}
             cands = {n: config.candidates for n in sizes}
             bits, fill = fill_allocation(logits, cands, sizes, target_bits,
                                          config.fill_tolerance)
             logger.info("two_stage dnas: allocation %.3f bits is under target %.3f; filled "
-                        "to %.3f bits (%d layers raised)", avg, target_bits,
+                        "to %.3f bits (%d layers raised)", solution.avg_bits, target_bits,
                         fill["avg_bits"], len(fill["changes"]))
     allocation = Allocation(workload.name, {n: bits[n] for n in workload.eligible})
     precision = StageTiming(

@@ -155,13 +155,7 @@ class OneStageConfig:
             )
         if not isinstance(self.hard, bool):
             raise ValueError(f"one_stage.hard must be a bool, got {self.hard!r}")
-        if self.fill_tolerance is not None and not (
-            isinstance(self.fill_tolerance, (int, float)) and not isinstance(
-                self.fill_tolerance, bool) and 0.0 <= self.fill_tolerance < 8.0
-        ):
-            raise ValueError(
-                f"one_stage.fill_tolerance must be None or in [0, 8), got {self.fill_tolerance!r}"
-            )
+        check_fill_tolerance(self.fill_tolerance, what="one_stage.fill_tolerance")
         if not (isinstance(self.pass2_frac, (int, float)) and 0.0 <= self.pass2_frac < 1.0):
             raise ValueError(f"one_stage.pass2_frac must be in [0, 1), got {self.pass2_frac!r}")
         if self.quantizer.learnable_scale:
@@ -280,6 +274,18 @@ def repair_allocation(
         "solver": solved.solver if changes else "none",
     }
     return bits, report
+
+
+def check_fill_tolerance(value: Any, *, what: str) -> None:
+    """Refuse a fill tolerance that is not None or a number of bits in [0, 8).
+
+    Raises:
+        ValueError: naming ``what`` and the value.
+    """
+    if value is not None and not (
+        isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value < 8.0
+    ):
+        raise ValueError(f"{what} must be None or in [0, 8), got {value!r}")
 
 
 def fill_allocation(
@@ -453,6 +459,7 @@ __all__ = [
     "BitBudget",
     "OneStageConfig",
     "SupernetSchedule",
+    "check_fill_tolerance",
     "fill_allocation",
     "repair_allocation",
     "run_one_stage",
