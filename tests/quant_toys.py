@@ -39,3 +39,13 @@ def stack(seed: int = 0) -> Stack:
 
 def stack_input() -> torch.Tensor:
     return torch.randn(3, 4, 12, generator=torch.Generator().manual_seed(5))
+
+
+def rounding_tolerance(dtype: torch.dtype, terms: int) -> float:
+    """Tolerance for two float computations of the same value that sum in different orders.
+
+    A sum of ``terms`` products reordered changes by at most about ``terms`` units of
+    rounding (``eps``) relative to the magnitudes summed; this returns ``4 * terms * eps``
+    of ``dtype``, a bound with margin for the O(1)-magnitude activations of the toy models.
+    """
+    return 4 * terms * torch.finfo(dtype).eps

@@ -27,6 +27,9 @@ from mpqbench.bench.workloads.ctc_text import (
 from mpqbench.bench.workloads.registry import load_model
 from mpqbench.bench.workloads.tiny import LIBRISPEECH_CTC_VOCAB, tiny_ctc
 
+#: Float results here depend on which CPU kernels torch runs: .ci/run repeats them on AVX2.
+pytestmark = pytest.mark.kernels
+
 FAMILIES = ("wav2vec2", "hubert", "wavlm", "data2vec-audio")
 CLASSES = {
     "wav2vec2": "Wav2Vec2ForCTC",

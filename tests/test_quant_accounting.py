@@ -14,6 +14,9 @@ from mpqbench.quant.formats import QuantSpec
 from mpqbench.quant.layers import prepare_
 from mpqbench.quant.packed_layers import convert_
 
+#: Float results here depend on which CPU kernels torch runs: .ci/run repeats them on AVX2.
+pytestmark = pytest.mark.kernels
+
 
 class Toy(nn.Module):
     """emb 10x4 (40, tied to head), lin1 4->8 (32 + bias 8), lin2 8->4 no bias (32)."""

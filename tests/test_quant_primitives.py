@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import re
 
 import pytest
@@ -19,6 +20,9 @@ from mpqbench.quant.primitives import (
     qrange,
     quantize,
 )
+
+#: Float results here depend on which CPU kernels torch runs: .ci/run repeats them on AVX2.
+pytestmark = pytest.mark.kernels
 
 MULTIBIT = list(range(2, 9))
 SHAPES = {"linear": (48, 40), "conv1d": (24, 6, 5)}
@@ -203,3 +207,13 @@ def test_quantspec_validation():
         QuantSpec.from_dict({"bits": 3, "colour": "red"})
     with pytest.raises(ValueError, match="method"):
         choose_scale(torch.ones(2, 2), 4, method="minmax")
+
+
+def test_a_forced_cpu_capability_is_in_effect():
+    # The test command's second pass sets ATEN_CPU_CAPABILITY=avx2; this shows it reached
+    # torch (on a machine without AVX2 torch would fall back, and this would say so).
+    capability = torch.backends.cpu.get_cpu_capability()
+    assert capability in {"DEFAULT", "AVX2", "AVX512", "ZVECTOR", "VSX", "SVE256", "SVE"}
+    forced = os.environ.get("ATEN_CPU_CAPABILITY")
+    if forced:
+        assert capability.lower() == forced.lower()

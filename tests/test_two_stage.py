@@ -29,6 +29,9 @@ from mpqbench.quant.allocation import allocation_for
 from mpqbench.quant.formats import QuantSpec
 from mpqbench.quant.teacher import build_teacher_cache
 
+#: Float results here depend on which CPU kernels torch runs: .ci/run repeats them on AVX2.
+pytestmark = pytest.mark.kernels
+
 # ---- Hutchinson against the exact Hessian ---------------------------------------------------
 
 
