@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from mpqbench.bench.cell import CellSpec, run_cell
+from mpqbench.bench.cell import CellSpec, run_cell, significance
 from mpqbench.cli import main
 from mpqbench.method import Budget, Target
 
@@ -82,3 +82,27 @@ def test_bad_method_field_is_refused_before_loading(corpus, tmp_path, capsys):
     assert main(argv) == 2
     assert "nonsense" in capsys.readouterr().err
     assert not (tmp_path / "missing.json").exists()  # nothing was evaluated
+
+
+def test_alignment_is_a_recorded_cell_setting_shared_with_the_reference(corpus):
+    budget = Budget(train_steps=0, batch_size=1, dev_subset=1, seed=0)
+    unit = CellSpec(model="tiny-whisper", data=str(corpus), method="uniform",
+                    target=Target(avg_bits=8), budget=budget, eval_splits=("test-clean",),
+                    max_new_tokens=8)
+    # "unit" is the default and hashes like the unset field (existing records resume)
+    assert dataclasses.replace(unit, alignment="unit").config_hash() == unit.config_hash()
+    sclite = dataclasses.replace(unit, alignment="sclite")
+    assert sclite.config_hash() != unit.config_hash()
+    assert sclite.reference().alignment == "sclite"
+    assert sclite.reference().config_hash() != unit.reference().config_hash()
+    with pytest.raises(ValueError, match="alignment must be one of"):
+        dataclasses.replace(unit, alignment="nist")
+    ref = run_cell(sclite.reference(), progress=False)
+    assert ref["alignment"] == "sclite" and ref["splits"]["test-clean"]["alignment"] == "sclite"
+    record = run_cell(sclite, reference=ref, progress=False)
+    assert record["alignment"] == "sclite"
+    assert "log10_p" in record["significance"]["test-clean"]["mapsswe"]
+    unit_ref = run_cell(unit.reference(), progress=False)
+    assert unit_ref["alignment"] == "unit"
+    with pytest.raises(ValueError, match="same alignment"):
+        significance(unit_ref["splits"]["test-clean"], record["splits"]["test-clean"])

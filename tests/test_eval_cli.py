@@ -75,7 +75,7 @@ def test_eval_writes_a_complete_record(corpus, tmp_path, capsys, model, family, 
     assert {"torch", "transformers", "mpqbench"} <= set(record["versions"])
     assert record["decoding"] == {
         "method": "greedy", "batch_size": 4, "max_new_tokens": cap,
-        "normalizer": "openai-whisper-english",
+        "normalizer": "openai-whisper-english", "alignment": "unit",
     }
     rows = record["utterances"]
     assert [r["id"] for r in rows] == LibriSpeechSplit(corpus, "test-clean").ids
@@ -94,13 +94,14 @@ def test_eval_writes_a_complete_record(corpus, tmp_path, capsys, model, family, 
 def test_limit_and_default_path(corpus, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     argv = ["eval", "--model", "tiny-whisper", "--data", str(corpus), "--split", "test-clean",
-            "--limit", "2", "--no-progress"]
+            "--limit", "2", "--no-progress", "--alignment", "sclite"]
     assert main(argv) == 0
     out = tmp_path / "results" / "eval" / f"tiny-whisper__{corpus.name}__test-clean.json"
     record = json.loads(out.read_text())
     assert record["num_utterances"] == 2 and record["data"]["limit"] == 2
     assert record["data"]["utterances_in_split"] == 6
     assert record["decoding"]["max_new_tokens"] == 128  # Whisper's default cap, recorded
+    assert record["decoding"]["alignment"] == "sclite"
 
 
 def test_existing_record_is_kept_without_overwrite(corpus, tmp_path, capsys):

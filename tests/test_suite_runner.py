@@ -110,6 +110,8 @@ BAD = {
     "missing-budget": (SUITE.split("[budget]")[0], "missing [budget]"),
     "bad-reference": (SUITE.replace("seeds = [0]", 'seeds = [0]\nfp32_reference = "tuned"'),
                       "fp32_reference"),
+    "bad-alignment": (SUITE.replace("seeds = [0]", 'seeds = [0]\nalignment = "nist"'),
+                      "suite.alignment = 'nist'"),
 }
 
 

@@ -19,15 +19,20 @@ from mpqbench.bench.metrics.wer import (
 )
 
 
-def _edit_distance(ref: list[str], hyp: list[str]) -> int:
-    """Plain Levenshtein distance over words (an independent reference)."""
-    prev = list(range(len(hyp) + 1))
+def _edit_distance(ref: list[str], hyp: list[str], sub: int = 1, ins: int = 1,
+                   dele: int = 1) -> int:
+    """Weighted Levenshtein distance over words (an independent reference)."""
+    prev = [j * ins for j in range(len(hyp) + 1)]
     for i, r in enumerate(ref, start=1):
-        cur = [i] + [0] * len(hyp)
+        cur = [i * dele] + [0] * len(hyp)
         for j, h in enumerate(hyp, start=1):
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
+            cur[j] = min(prev[j] + dele, cur[j - 1] + ins, prev[j - 1] + sub * (r != h))
         prev = cur
     return prev[-1]
+
+
+#: Cost weights (substitution, insertion, deletion) of each alignment weighting.
+_WEIGHTS = {"unit": (1, 1, 1), "sclite": (4, 3, 3)}
 
 
 # --- the normaliser -------------------------------------------------------------------
@@ -142,10 +147,11 @@ def test_row_round_trip_and_inconsistent_row_refused():
 _words = st.lists(st.sampled_from(["a", "b", "c", "d", "e"]), max_size=12)
 
 
+@pytest.mark.parametrize("alignment", sorted(_WEIGHTS))
 @settings(max_examples=300, deadline=None)
 @given(ref=_words.filter(bool), hyp=_words)
-def test_alignment_invariants_and_minimal_cost(ref, hyp):
-    ops = align_words(ref, hyp)
+def test_alignment_invariants_and_minimal_cost(alignment, ref, hyp):
+    ops = align_words(ref, hyp, alignment)
     assert len(ops.replace("I", "")) == len(ref)
     assert len(ops.replace("D", "")) == len(hyp)
     # Walk the alignment: C pairs equal words, S pairs different words.
@@ -159,7 +165,9 @@ def test_alignment_invariants_and_minimal_cost(ref, hyp):
         else:
             h += 1
     assert (r, h) == (len(ref), len(hyp))
-    assert len(ops) - ops.count("C") == _edit_distance(ref, hyp)
+    sub, ins, dele = _WEIGHTS[alignment]
+    cost = sub * ops.count("S") + ins * ops.count("I") + dele * ops.count("D")
+    assert cost == _edit_distance(ref, hyp, sub, ins, dele)
 
 
 @settings(max_examples=60, deadline=None)

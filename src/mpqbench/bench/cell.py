@@ -31,6 +31,7 @@ from typing import Any
 from mpqbench.bench.data.embedded import EMBEDDED, embedded_manifest_sha256, open_split
 from mpqbench.bench.environment import device_info, git_revision, library_versions
 from mpqbench.bench.evaluate import EvalResult, evaluate
+from mpqbench.bench.metrics.alignment import DEFAULT_ALIGNMENT, check_alignment
 from mpqbench.bench.stats import bootstrap_wer_diff, counts_from_ops, mapsswe
 from mpqbench.bench.workloads.registry import load_model
 from mpqbench.method import Budget, Target, Workload, get_method, make_config
@@ -76,6 +77,9 @@ class CellSpec:
         fp32_reference: ``"pretrained"`` (None means the same) or ``"finetuned"``: see the
             module docstring. An fp32 cell whose budget has ``train_steps > 0`` is the
             fine-tuned reference.
+        alignment: WER alignment weighting, ``"unit"`` (None means the same) or
+            ``"sclite"`` (substitution 4, insertion 3, deletion 3; see
+            :mod:`mpqbench.bench.metrics.alignment`). The fp32 reference uses the same.
     """
 
     model: str
@@ -95,8 +99,16 @@ class CellSpec:
     whisper_window_s: int | None = None
     teacher_top_k: int = DEFAULT_TOP_K
     fp32_reference: str | None = None
+    alignment: str | None = None
 
     def __post_init__(self) -> None:
+        if self.alignment is not None:
+            try:
+                check_alignment(self.alignment)
+            except ValueError as exc:
+                raise ValueError(f"cell: {exc}") from None
+        if self.alignment == DEFAULT_ALIGNMENT:  # stored as None (stable hashes)
+            object.__setattr__(self, "alignment", None)
         if self.fp32_reference not in (None, *FP32_REFERENCES):
             raise ValueError(
                 f"cell: fp32_reference must be one of {FP32_REFERENCES}, "
@@ -109,12 +121,40 @@ class CellSpec:
         if not self.eval_splits:
             raise ValueError("cell: eval_splits is empty")
 
+    @property
+    def alignment_name(self) -> str:
+        """The alignment weighting actually used (``"unit"`` when unset)."""
+        return self.alignment or DEFAULT_ALIGNMENT
+
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["target"] = self.target.to_dict() if self.target else None
         out["budget"] = self.budget.to_dict()
         out["params"] = json.loads(json.dumps(dict(self.params), sort_keys=True, default=str))
         return out
+
+    @classmethod
+    def from_dict(cls, config: Mapping[str, Any]) -> CellSpec:
+        """Rebuild a cell from a record's ``config`` (the inverse of :meth:`to_dict`).
+
+        Raises:
+            ValueError: a field is missing, unknown or invalid.
+        """
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(config) - known)
+        if unknown:
+            raise ValueError(f"cell config: unknown fields {unknown}")
+        kwargs = dict(config)
+        try:
+            kwargs["budget"] = Budget(**config["budget"])
+            target = config.get("target")
+            kwargs["target"] = Target(**target) if target else None
+            for name in ("eval_splits", "groups", "rules"):
+                if name in kwargs:
+                    kwargs[name] = tuple(kwargs[name])
+            return cls(**kwargs)
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"cell config: {exc}") from None
 
     def config_hash(self) -> str:
         """sha256 (first 16 hex digits) of the canonical JSON of :meth:`to_dict`.
@@ -152,6 +192,7 @@ class CellSpec:
 def split_record(result: EvalResult) -> dict[str, Any]:
     """A split's evaluation as stored in records (raw per-utterance rows kept)."""
     return {
+        "alignment": result.alignment,
         "wer": result.wer,
         "totals": result.totals.to_dict(),
         "num_utterances": len(result.rows),
@@ -162,7 +203,19 @@ def split_record(result: EvalResult) -> dict[str, Any]:
 
 
 def significance(reference: Mapping[str, Any], system: Mapping[str, Any]) -> dict[str, Any]:
-    """MAPSSWE and bootstrap of ``system`` (B) against ``reference`` (A) on one split."""
+    """MAPSSWE and bootstrap of ``system`` (B) against ``reference`` (A) on one split.
+
+    Raises:
+        ValueError: the two splits were scored with different alignment weightings
+            (a split record without the field was scored with unit costs).
+    """
+    align_a = reference.get("alignment", DEFAULT_ALIGNMENT)
+    align_b = system.get("alignment", DEFAULT_ALIGNMENT)
+    if align_a != align_b:
+        raise ValueError(
+            f"significance: the reference was aligned with {align_a!r} costs and the system "
+            f"with {align_b!r}; both must use the same alignment"
+        )
     ops_a = {u["id"]: u["ops"] for u in reference["utterances"]}
     ops_b = {u["id"]: u["ops"] for u in system["utterances"]}
     test = mapsswe(ops_a, ops_b)
@@ -258,13 +311,15 @@ def run_cell(
     evaluations = {}
     for name, split in splits.items():
         res = evaluate(model, split, batch_size=spec.eval_batch_size,
-                       max_new_tokens=spec.max_new_tokens, progress=progress)
+                       max_new_tokens=spec.max_new_tokens, progress=progress,
+                       alignment=spec.alignment_name)
         evaluations[name] = split_record(res)
     record: dict[str, Any] = {
         "schema": CELL_RECORD_SCHEMA,
         "kind": "cell",
         "config": spec.to_dict(),
         "config_hash": spec.config_hash(),
+        "alignment": spec.alignment_name,
         "method_config": dataclasses.asdict(config) if config is not None else None,
         "data_manifest_sha256": embedded_manifest_sha256() if spec.data == EMBEDDED else None,
         "allocation": allocation.to_dict(),

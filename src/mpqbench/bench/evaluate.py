@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from mpqbench.bench.data.types import Utterance
+from mpqbench.bench.metrics.alignment import DEFAULT_ALIGNMENT, check_alignment
 from mpqbench.bench.metrics.wer import (
     UtteranceScore,
     WerTotals,
@@ -54,6 +55,7 @@ class EvalResult:
         audio_s: seconds of audio evaluated.
         batch_size: clips per ``transcribe`` call.
         max_new_tokens: the token cap passed to the model (``None``: the model's default).
+        alignment: the WER alignment weighting the rows were scored with.
     """
 
     rows: tuple[EvalRow, ...]
@@ -63,6 +65,7 @@ class EvalResult:
     audio_s: float
     batch_size: int
     max_new_tokens: int | None
+    alignment: str = DEFAULT_ALIGNMENT
 
     @property
     def wer(self) -> float:
@@ -93,6 +96,7 @@ def evaluate(
     batch_size: int = 16,
     max_new_tokens: int | None = None,
     progress: bool = True,
+    alignment: str = DEFAULT_ALIGNMENT,
 ) -> EvalResult:
     """Transcribe every utterance of ``split`` with greedy decoding and score it.
 
@@ -106,14 +110,18 @@ def evaluate(
         batch_size: clips per ``transcribe`` call.
         max_new_tokens: token cap for seq2seq decoding (``None``: the model's default).
         progress: show a tqdm progress bar.
+        alignment: WER alignment weighting, ``"unit"`` or ``"sclite"``
+            (:mod:`mpqbench.bench.metrics.alignment`).
 
     Returns:
         Per-utterance rows in split order, totals, capped count and timing.
 
     Raises:
-        ValueError: ``batch_size`` < 1, an empty split, or a reference that is empty after
-            normalisation (checked before any decoding; the message names the utterance).
+        ValueError: ``batch_size`` < 1, an empty split, an unknown ``alignment``, or a
+            reference that is empty after normalisation (checked before any decoding; the
+            message names the utterance).
     """
+    check_alignment(alignment)
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     if max_new_tokens is not None and max_new_tokens < 1:
@@ -146,7 +154,8 @@ def evaluate(
                         f"transcripts for {len(utterances)} clips"
                     )
                 for index, utt, transcript in zip(indices, utterances, transcripts, strict=True):
-                    score = score_utterance(utt.id, utt.text, transcript.text)
+                    score = score_utterance(utt.id, utt.text, transcript.text,
+                                            alignment=alignment)
                     scores[index] = EvalRow(score=score, capped=bool(transcript.capped))
                 bar.update(len(utterances))
         synchronize(model.device)
@@ -164,6 +173,7 @@ def evaluate(
         audio_s=audio_samples / SAMPLE_RATE,
         batch_size=batch_size,
         max_new_tokens=max_new_tokens,
+        alignment=alignment,
     )
     logger.info(
         "WER %.2f%% over %d utterances (%d words), %d capped, %.1f s (%.2f utt/s)",

@@ -16,6 +16,7 @@ Format (every key is checked; unknown keys are refused)::
     eval_limit = 40                   # optional: a fixed subset of each split
     whisper_window_s = 10             # optional: Whisper encoder window (default 30 s)
     fp32_reference = "finetuned"      # optional: "pretrained" (default) or "finetuned"
+    alignment = "sclite"              # optional: WER alignment, "unit" (default) or "sclite"
 
     [budget]                          # the ONE budget every method gets
     train_steps = 60
@@ -47,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from mpqbench.bench.cell import FP32, CellSpec
+from mpqbench.bench.metrics.alignment import ALIGNMENTS
 from mpqbench.bench.workloads.adapter import LAYER_GROUPS
 from mpqbench.bench.workloads.registry import MODEL_REGISTRY
 from mpqbench.method import Budget, Target, available_methods, make_config
@@ -62,7 +64,7 @@ SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 _SUITE_KEYS = {
     "name", "description", "data", "eval_splits", "models", "seeds", "groups", "rules",
     "eval_batch_size", "max_new_tokens", "train_split", "dev_split", "eval_limit",
-    "whisper_window_s", "fp32_reference",
+    "whisper_window_s", "fp32_reference", "alignment",
 }
 _SYSTEM_KEYS = {"method", "label", "avg_bits", "cr", "params"}
 #: Seeds must fit every RNG a cell seeds (numpy's and torch's take 0..2**32-1 safely).
@@ -210,6 +212,7 @@ def load_suite(name_or_path: str) -> Suite:
             where, "suite.dev_split"),
         "fp32_reference": _get(suite, "fp32_reference", str, where, "suite.fp32_reference",
                                default=None),
+        "alignment": _alignment(suite, where),
     }
     systems = raw.get("systems", [])
     if not isinstance(systems, list):
@@ -340,6 +343,13 @@ def _int(table: Mapping[str, Any], key: str, where: str, *, default: int | None,
     if type(value) is not int or value < 1 or (high is not None and value > high):
         bound = f"1..{high}" if high is not None else ">= 1"
         raise ValueError(f"{where}: suite.{key} must be an integer {bound}, got {value!r}")
+    return value
+
+
+def _alignment(suite: Mapping[str, Any], where: str) -> str | None:
+    value = _get(suite, "alignment", str, where, "suite.alignment", default=None)
+    if value is not None and value not in ALIGNMENTS:
+        raise ValueError(f"{where}: suite.alignment = {value!r} is not one of {ALIGNMENTS}")
     return value
 
 

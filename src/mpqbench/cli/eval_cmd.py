@@ -19,6 +19,7 @@ from mpqbench._atomic import atomic_write_json
 from mpqbench.bench.data.embedded import EMBEDDED, embedded_manifest_sha256, open_split
 from mpqbench.bench.environment import device_info, git_revision, library_versions
 from mpqbench.bench.evaluate import EvalResult, evaluate
+from mpqbench.bench.metrics.alignment import ALIGNMENTS, DEFAULT_ALIGNMENT
 from mpqbench.bench.workloads.registry import available_models, load_model
 
 #: Version of the eval record layout; bump when a field changes meaning.
@@ -64,6 +65,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--out", type=Path, default=None,
         help=f"record path (default: {DEFAULT_OUT_DIR}/<model>__<data>__<split>.json)",
     )
+    p.add_argument("--alignment", choices=ALIGNMENTS, default=DEFAULT_ALIGNMENT,
+                   help="WER alignment costs: unit (default) or sclite (sub 4, ins 3, del 3)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing record")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
@@ -91,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         max_new_tokens=_token_cap(model.family, args.max_new_tokens),
         progress=not args.no_progress,
+        alignment=args.alignment,
     )
     record = build_record(
         args=args, model_family=model.family, device=device,
@@ -138,6 +142,7 @@ def build_record(
             "batch_size": result.batch_size,
             "max_new_tokens": result.max_new_tokens,
             "normalizer": "openai-whisper-english",
+            "alignment": result.alignment,
         },
         "wer": result.wer,
         "totals": result.totals.to_dict(),

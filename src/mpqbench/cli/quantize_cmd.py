@@ -31,6 +31,7 @@ from mpqbench import distributed
 from mpqbench._atomic import atomic_write_json
 from mpqbench.bench.cell import FP32, CellSpec, run_cell, summary_line
 from mpqbench.bench.data.embedded import EMBEDDED
+from mpqbench.bench.metrics.alignment import ALIGNMENTS, DEFAULT_ALIGNMENT
 from mpqbench.cli._shared import add_layer_selection_args
 from mpqbench.method import Budget, Target, available_methods, make_config
 
@@ -65,6 +66,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_layer_selection_args(p)
     p.add_argument("--eval-limit", type=int, default=None, metavar="N",
                    help="evaluate a fixed seeded subset of N utterances per split")
+    p.add_argument("--alignment", choices=ALIGNMENTS, default=DEFAULT_ALIGNMENT,
+                   help="WER alignment costs: unit (default) or sclite (sub 4, ins 3, del 3)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--reference", type=Path, default=None, help="the fp32 cell record")
     p.add_argument("--out", type=Path, required=True, help="record path (JSON)")
@@ -127,6 +130,7 @@ def _run(args: argparse.Namespace, device: str) -> int:
         rules=tuple(args.rule),
         whisper_window_s=args.whisper_window,
         eval_limit=args.eval_limit,
+        alignment=args.alignment,
     )
     reference = None
     if args.method != FP32:

@@ -13,7 +13,9 @@ replacements OpenAI's does not have (``cause`` -> ``because``, ``kinda``, ``sort
 
 Every utterance keeps its reference word count N, substitutions S, deletions D,
 insertions I, the normalised texts, and the word alignment as a string over ``C S D I``
-(correct, substitution, deletion, insertion) in alignment order. Removing the ``I``
+(correct, substitution, deletion, insertion) in alignment order, under unit costs
+(default) or sclite's 4/3/3 costs (``alignment="sclite"``; see
+:mod:`mpqbench.bench.metrics.alignment`). Removing the ``I``
 characters leaves one character per reference word. Significance tests (MAPSSWE,
 bootstrap) are computed from these rows, never from the corpus totals.
 """
@@ -28,17 +30,11 @@ from dataclasses import asdict, dataclass
 from importlib import resources
 from typing import Any
 
-import jiwer
+from mpqbench.bench.metrics.alignment import DEFAULT_ALIGNMENT, align, check_alignment
 
 #: Alignment operation characters.
 OP_CORRECT, OP_SUBSTITUTION, OP_DELETION, OP_INSERTION = "C", "S", "D", "I"
 
-_JIWER_OPS = {
-    "equal": OP_CORRECT,
-    "substitute": OP_SUBSTITUTION,
-    "delete": OP_DELETION,
-    "insert": OP_INSERTION,
-}
 _TAG = re.compile(r"<[^>]*>")
 
 
@@ -121,46 +117,52 @@ class UtteranceScore:
         return score
 
 
-def align_words(ref_words: Sequence[str], hyp_words: Sequence[str]) -> str:
-    """Minimum-edit-distance word alignment as a ``C S D I`` string (via jiwer).
+def align_words(
+    ref_words: Sequence[str], hyp_words: Sequence[str], alignment: str = DEFAULT_ALIGNMENT
+) -> str:
+    """Minimum-edit-distance word alignment as a ``C S D I`` string.
 
     Args:
         ref_words: reference words (at least one).
         hyp_words: hypothesis words (may be empty).
+        alignment: ``"unit"`` (unit costs, via jiwer) or ``"sclite"`` (sclite's
+            substitution 4 / insertion 3 / deletion 3 and its tie-breaking); see
+            :mod:`mpqbench.bench.metrics.alignment`.
 
     Returns:
         The operations in alignment order.
 
     Raises:
-        ValueError: ``ref_words`` is empty.
+        ValueError: ``ref_words`` is empty, a word holds whitespace, or ``alignment`` is
+            unknown.
     """
+    check_alignment(alignment)
     if not ref_words:
         raise ValueError("cannot align against an empty reference")
     if any(not w or w != w.strip() or " " in w for w in [*ref_words, *hyp_words]):
         raise ValueError("words must be non-empty and contain no whitespace")
-    out = jiwer.process_words(" ".join(ref_words), " ".join(hyp_words))
-    ops = []
-    for chunk in out.alignments[0]:
-        ref_len = chunk.ref_end_idx - chunk.ref_start_idx
-        width = max(ref_len, chunk.hyp_end_idx - chunk.hyp_start_idx)
-        ops.append(_JIWER_OPS[chunk.type] * width)
-    return "".join(ops)
+    return align(ref_words, hyp_words, alignment)
 
 
-def score_utterance(utt_id: str, reference: str, hypothesis: str) -> UtteranceScore:
+def score_utterance(
+    utt_id: str, reference: str, hypothesis: str, *, alignment: str = DEFAULT_ALIGNMENT
+) -> UtteranceScore:
     """Normalise both texts and align them.
 
     Args:
         utt_id: the utterance id (named in errors).
         reference: the reference transcript as written.
         hypothesis: the system output as written.
+        alignment: the alignment weighting, ``"unit"`` or ``"sclite"`` (see
+            :func:`align_words`).
 
     Returns:
         The per-utterance counts, alignment and normalised texts.
 
     Raises:
-        ValueError: the reference is empty after normalisation.
+        ValueError: the reference is empty after normalisation, or ``alignment`` is unknown.
     """
+    check_alignment(alignment)
     ref = normalize_text(reference)
     hyp = normalize_text(hypothesis)
     ref_words, hyp_words = ref.split(), hyp.split()
@@ -169,7 +171,7 @@ def score_utterance(utt_id: str, reference: str, hypothesis: str) -> UtteranceSc
             f"utterance {utt_id!r}: the reference {reference!r} is empty after Whisper "
             "English normalisation; it cannot be scored"
         )
-    ops = align_words(ref_words, hyp_words)
+    ops = align_words(ref_words, hyp_words, alignment)
     score = UtteranceScore(
         id=utt_id,
         n=len(ref_words),
@@ -233,13 +235,21 @@ def corpus_wer(scores: Iterable[UtteranceScore]) -> float:
 
 
 def score_corpus(
-    ids: Sequence[str], references: Sequence[str], hypotheses: Sequence[str]
+    ids: Sequence[str],
+    references: Sequence[str],
+    hypotheses: Sequence[str],
+    *,
+    alignment: str = DEFAULT_ALIGNMENT,
 ) -> list[UtteranceScore]:
     """Score parallel lists of ids, references and hypotheses.
 
+    Args:
+        ids, references, hypotheses: parallel lists.
+        alignment: the alignment weighting, ``"unit"`` or ``"sclite"``.
+
     Raises:
-        ValueError: the lists differ in length, an id repeats, or a reference is empty
-            after normalisation (named by id).
+        ValueError: the lists differ in length, an id repeats, a reference is empty
+            after normalisation (named by id), or ``alignment`` is unknown.
     """
     if not len(ids) == len(references) == len(hypotheses):
         raise ValueError(
@@ -249,7 +259,10 @@ def score_corpus(
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if list(ids).count(i) > 1)
         raise ValueError(f"duplicate utterance id {dup!r}")
-    return [score_utterance(u, r, h) for u, r, h in zip(ids, references, hypotheses, strict=True)]
+    return [
+        score_utterance(u, r, h, alignment=alignment)
+        for u, r, h in zip(ids, references, hypotheses, strict=True)
+    ]
 
 
 def _check_consistent(score: UtteranceScore) -> None:
