@@ -5,13 +5,22 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 
+import mpmath
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import norm
 
-from mpqbench.bench.stats import MapssweResult, Segment, mapsswe, mapsswe_segments
+from mpqbench.bench.stats import (
+    MapssweResult,
+    Segment,
+    format_p,
+    mapsswe,
+    mapsswe_segments,
+    normal_two_sided_log10_p,
+)
 
 
 def seg_counts(ops_a: str, ops_b: str, min_good: int = 2) -> list[tuple[int, int, int]]:
@@ -319,6 +328,56 @@ def test_swap_flips_z_and_keeps_p(utts):
 def test_p_value_matches_scipy(z):
     assert p_two_sided(z) == pytest.approx(2 * norm.sf(z), rel=1e-10)
     assert p_two_sided(-z) == pytest.approx(2 * norm.cdf(-z), rel=1e-10)
+    log10_p = normal_two_sided_log10_p(z)
+    assert 10**log10_p == pytest.approx(2 * norm.sf(z), rel=1e-12)
+    assert normal_two_sided_log10_p(-z) == log10_p
+
+
+def mp_log10_p(z: float) -> float:
+    """log10 of erfc(|z| / sqrt 2) at 50 digits (mpmath: an independent reference)."""
+    with mpmath.workdps(50):
+        return float(mpmath.log10(mpmath.erfc(abs(mpmath.mpf(z)) / mpmath.sqrt(2))))
+
+
+@pytest.mark.parametrize("z", [5.0, 20.0, 37.0, 38.5, 40.0, 100.0, 1e3, 1e5])
+def test_log10_p_is_exact_where_erfc_underflows(z):
+    # erfc(|z|/sqrt 2) is 0.0 in double precision from |z| ~ 38.5 on; the log-space
+    # tail stays exact: log10 p(40) = -349.14..., p(1e5) = 10^-2171476...
+    assert normal_two_sided_log10_p(z) == pytest.approx(mp_log10_p(z), rel=1e-12)
+    if z >= 40:
+        assert math.erfc(z / math.sqrt(2)) == 0.0  # what the old code stored
+
+
+def test_huge_z_is_significant_with_a_finite_log_p_never_zero():
+    # k segments with difference 1 and one with 0: n = k + 1, mean = k / n,
+    # squared deviations k (1/n)^2 + (k/n)^2 = k / n, var = k / (n (n - 1)) = 1 / n,
+    # sd = 1 / sqrt n, Z = mean / (sd / sqrt n) = (k / n) * n = k. With k = 40, Z = 40:
+    # p = erfc(40 / sqrt 2) = 10^-349.14, below the smallest double.
+    a, b = _dataset({1: 40, 0: 1})
+    r = mapsswe(a, b)
+    assert r.z == pytest.approx(40.0, rel=1e-12)
+    assert r.log10_p == pytest.approx(mp_log10_p(40.0), rel=1e-12)
+    assert r.log10_p == pytest.approx(-349.14, abs=0.005)
+    assert r.p_value == sys.float_info.min > 0.0
+    assert r.significant and r.better == "b"
+    assert format_p(r.p_value, r.log10_p) == "<1e-300, log10 p = -349.1"
+    again = MapssweResult.from_dict(r.to_dict())
+    assert again.log10_p == r.log10_p and again.p_value > 0.0
+
+
+def test_p_value_text():
+    assert format_p(0.0455003) == "0.0455"
+    assert format_p(3.1e-45, -44.5086) == "3.1e-45"
+    assert format_p(sys.float_info.min, -349.14) == "<1e-300, log10 p = -349.1"
+    assert format_p(1e-299, -299.0) == "1e-299"
+    assert format_p(1.0, 0.0) == "1"
+    # old records: no log10_p, p may be exactly 0
+    assert format_p(0.0) == "<1e-300"
+
+
+def test_no_segments_gives_log10_p_zero():
+    r = mapsswe({"u": "CCC"}, {"u": "CCC"})
+    assert (r.z, r.log10_p, r.p_value) == (0.0, 0.0, 1.0)
 
 
 # ---------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mpqbench.bench.stats import mapsswe
+from mpqbench.bench.stats import format_p, mapsswe
 from mpqbench.bench.table import device_of, load_records, split_counts, target_label
 
 __all__ = ["Change", "Comparison", "Tolerances", "compare_dirs", "compare_records"]
@@ -171,7 +171,7 @@ def _wer_changes(name: str, base: Mapping[str, Any], new: Mapping[str, Any],
             continue
         text = (f"WER {split} {100 * wer_b:.2f}% -> {100 * wer_n:.2f}% "
                 f"({100 * (wer_n - wer_b):+.2f} pts; errors {cb['errors']} -> {cn['errors']}; "
-                f"MAPSSWE z={test.z:.2f}, p={test.p_value:.3g})")
+                f"MAPSSWE z={test.z:.2f}, p={format_p(test.p_value, test.log10_p)})")
         if test.significant and test.better == "a":
             out.append(Change(name, "wer", True, f"{text}, NEW significantly worse"))
         elif test.significant:

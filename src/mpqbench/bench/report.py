@@ -7,6 +7,7 @@ timestamp, so the same records always give the same report.md and table.csv.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +33,7 @@ from mpqbench.bench.plots import (
     plot_wer_vs_cr,
     sort_cells,
 )
-from mpqbench.bench.stats import lossless_compression_ratios
+from mpqbench.bench.stats import format_p, lossless_compression_ratios
 from mpqbench.bench.table import device_of, load_records, records_table
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,13 @@ def _fmt_cr(value: float | None) -> str:
     return "none" if value is None else f"{value:.2f}x"
 
 
+def _p_text(row: Any) -> str:
+    """``=0.0123`` / ``=3.1e-45`` / ``<1e-300, log10 p = ...`` for a table row."""
+    log10_p = None if math.isnan(row.log10_p) else float(row.log10_p)
+    text = format_p(float(row.p_value), log10_p)
+    return text if text.startswith("<") else f"={text}"
+
+
 def _summary_table(table: pd.DataFrame, model: str) -> list[str]:
     rows = table[table.model == model]
     splits = list(dict.fromkeys(rows.split))
@@ -103,7 +111,7 @@ def _summary_table(table: pd.DataFrame, model: str) -> list[str]:
         else:
             sig = "; ".join(
                 f"{s}: {'**yes**' if per.loc[s].significantly_worse else 'no'} "
-                f"(p={per.loc[s].p_value:.3g})" for s in splits if s in per.index)
+                f"(p{_p_text(per.loc[s])})" for s in splits if s in per.index)
         time = "-" if cell.method == "fp32" else f"{cell.compression_seconds:.1f}"
         label = cell.label
         if cell.method == "fp32" and cell.compression_seconds > 0:

@@ -34,7 +34,7 @@ SOURCE_KEY = "_file"
 TABLE_COLUMNS = (
     "suite", "results_name", "label", "method", "model", "target", "target_avg_bits",
     "target_cr", "seed", "avg_bits", "cr", "cr_rule", "split", "wer", "n", "s", "d", "i",
-    "errors", "num_utterances", "num_capped", "p_value", "z", "better", "boot_diff_pts",
+    "errors", "num_utterances", "num_capped", "p_value", "log10_p", "z", "better", "boot_diff_pts",
     "boot_ci_low_pts", "boot_ci_high_pts", "significantly_worse", "lossless",
     "compression_seconds", "search_seconds", "qat_seconds", "teacher_seconds", "stages",
     "device", "candidates", "config_hash", "git_commit", "git_dirty", "record_file",
@@ -169,6 +169,14 @@ def candidates_of(record: Mapping[str, Any]) -> str:
     return ",".join(str(int(b)) for b in cands) if cands else ""
 
 
+def _log10_p(test: Mapping[str, Any]) -> float:
+    """The test's exact ``log10_p``; from ``p_value`` for records older than that field."""
+    if test.get("log10_p") is not None:
+        return float(test["log10_p"])
+    p = test.get("p_value")
+    return math.log10(p) if p is not None and p > 0 else math.nan
+
+
 def records_table(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     """One row per (cell, split); columns :data:`TABLE_COLUMNS`.
 
@@ -213,6 +221,7 @@ def records_table(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
                 "num_utterances": len(split["utterances"]),
                 "num_capped": int(split.get("num_capped", 0)),
                 "p_value": _nan(test.get("p_value")),
+                "log10_p": _log10_p(test),
                 "z": _nan(test.get("z")),
                 "better": test.get("better"),
                 "boot_diff_pts": _nan(boot.get("diff_pts")),

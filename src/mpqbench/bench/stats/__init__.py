@@ -14,7 +14,14 @@ from mpqbench.bench.stats.lossless import (
     lossless_compression_ratios,
     significantly_worse,
 )
-from mpqbench.bench.stats.mapsswe import MapssweResult, Segment, mapsswe, mapsswe_segments
+from mpqbench.bench.stats.mapsswe import (
+    MapssweResult,
+    Segment,
+    format_p,
+    mapsswe,
+    mapsswe_segments,
+    normal_two_sided_log10_p,
+)
 from mpqbench.bench.stats.wer import wer_from_counts
 
 __all__ = [
@@ -23,11 +30,13 @@ __all__ = [
     "Segment",
     "bootstrap_wer_diff",
     "counts_from_ops",
+    "format_p",
     "is_lossless",
     "lossless_compression_ratio",
     "lossless_compression_ratios",
     "mapsswe",
     "mapsswe_segments",
+    "normal_two_sided_log10_p",
     "significantly_worse",
     "wer_from_counts",
 ]

@@ -33,11 +33,19 @@ the reference words:
 
 Deviations from SCTK, all at edges where SCTK is undefined or table-bound:
 
-- p-value: exact two-sided normal tail ``erfc(|Z| / sqrt 2)``, where SCTK stores
-  ``1 - 2 (normprob(|Z|) - 0.5)`` with its own ``normprob`` approximation (whose source was
-  not checked); ``significant`` is ``p < alpha`` where SCTK tests ``|Z| > 1.960`` (its
-  two-tailed table has only 90-99 % rows); for alpha = 0.05 the two disagree only for
-  1.95996 < |Z| <= 1.960.
+- p-value: the exact two-sided normal tail ``2 Phi(-|Z|)``, computed in log space
+  (``scipy.special.log_ndtr``) so it never underflows: ``log10_p`` is exact for any Z,
+  ``p_value = 10 ** log10_p`` is floored at the smallest normal double (2.2e-308, reached
+  for |Z| > 37.5) and is never 0. SCTK's ``normprob`` reads p from a table on a 0.01 grid
+  in |Z| (rounding p up) that stops at 2e-7, so SCTK's printed p differs from this one
+  in the third digit and is 2e-7 for every |Z| beyond the table. ``significant`` is
+  ``p < alpha`` where SCTK tests ``|Z| > 1.960`` (its two-tailed table has only 90-99 %
+  rows); for alpha = 0.05 the two disagree only for 1.95996 < |Z| <= 1.960.
+- Alignment: the test takes the alignments it is given. sclite aligns with substitution
+  4, insertion 3, deletion 3; mpqbench's default scoring (``alignment="unit"``) uses unit
+  costs, which can give a different S/D/I split and, rarely, a different error total. Score
+  with ``alignment="sclite"`` (:mod:`mpqbench.bench.metrics.wer`) to reproduce sclite's
+  alignments; given the same alignments, the segments and Z equal ``sc_stats``' exactly.
 - No segments at all (neither system made an error): SCTK divides 0 by 0; here Z = 0,
   p = 1, not significant.
 - Zero variance: as in SCTK, when every segment difference is the same (identical systems,
@@ -54,13 +62,24 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from scipy.special import log_ndtr
+
 from mpqbench.bench.stats._ops import check_same_ids, error_count, ref_word_count, validate_ops
 
-__all__ = ["MapssweResult", "Segment", "mapsswe", "mapsswe_segments"]
+__all__ = [
+    "MapssweResult",
+    "Segment",
+    "format_p",
+    "mapsswe",
+    "mapsswe_segments",
+    "normal_two_sided_log10_p",
+    "p_from_log10",
+]
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +117,8 @@ class MapssweResult:
         mean_diff: mean over segments of ``errors_a - errors_b`` (> 0: B makes fewer errors).
         std_diff: sample standard deviation (divisor n - 1) of those differences.
         z: ``mean_diff / (std_diff / sqrt(n_segments))``; 0 when ``std_diff`` is 0.
-        p_value: two-sided normal p-value of ``z``.
+        p_value: two-sided normal p-value of ``z``, floored at the smallest normal double
+            (``sys.float_info.min``) so it is never 0; use ``log10_p`` below that.
         alpha: significance level used.
         significant: ``p_value < alpha``.
         better: ``"a"`` or ``"b"``, the system with fewer errors per segment on average,
@@ -106,6 +126,8 @@ class MapssweResult:
         min_good: good words that close a segment.
         segments: the segments, in utterance-id order (omitted from :meth:`to_dict` unless
             asked for).
+        log10_p: base-10 logarithm of the exact two-sided p-value (finite for any ``z``;
+            ``None`` only in results read from records written before it existed).
     """
 
     n_utterances: int
@@ -121,6 +143,7 @@ class MapssweResult:
     better: Literal["a", "b"] | None
     min_good: int = SCTK_MIN_GOOD
     segments: tuple[Segment, ...] = field(default=(), repr=False, compare=False)
+    log10_p: float | None = None
 
     @property
     def winner(self) -> Literal["a", "b"] | None:
@@ -243,8 +266,37 @@ def mapsswe_segments(
     return segments
 
 
-def _normal_two_sided_p(z: float) -> float:
-    return math.erfc(abs(z) / math.sqrt(2.0))
+def _normal_two_sided_log_p(z: float) -> float:
+    """Natural log of the two-sided standard normal tail ``2 Phi(-|z|)``; 0.0 at z = 0.
+
+    ``log_ndtr`` keeps full precision far into the tail, where ``erfc`` underflows to 0
+    (|z| > 38.5).
+    """
+    return math.log(2.0) + float(log_ndtr(-abs(z))) if z else 0.0
+
+
+def normal_two_sided_log10_p(z: float) -> float:
+    """log10 of the two-sided standard normal tail ``2 Phi(-|z|)``, exact for any finite z."""
+    return _normal_two_sided_log_p(z) / math.log(10.0)
+
+
+def p_from_log10(log10_p: float) -> float:
+    """``10 ** log10_p``, floored at the smallest normal double so a p-value is never 0."""
+    return max(math.exp(log10_p * math.log(10.0)), sys.float_info.min)
+
+
+def format_p(p_value: float, log10_p: float | None = None) -> str:
+    """A p-value for reports: ``0.0123``, ``3.1e-45``; below 1e-300 ``<1e-300``, followed
+    by ``, log10 p = -372995.9`` when the exact logarithm is known.
+
+    Args:
+        p_value: the (floored) p-value.
+        log10_p: its exact base-10 logarithm when known (records before it have none).
+    """
+    exponent = log10_p if log10_p is not None else math.log10(max(p_value, 5e-324))
+    if exponent >= -300:
+        return f"{p_value:.3g}"
+    return "<1e-300" if log10_p is None else f"<1e-300, log10 p = {log10_p:.1f}"
 
 
 def mapsswe(
@@ -310,7 +362,9 @@ def mapsswe(
                     n,
                     mean,
                 )
-    p = _normal_two_sided_p(z)
+    log_p = _normal_two_sided_log_p(z)
+    log10_p = log_p / math.log(10.0)
+    p = max(math.exp(log_p), sys.float_info.min)
     better: Literal["a", "b"] | None = "b" if mean > 0 else "a" if mean < 0 else None
     return MapssweResult(
         n_utterances=len(ids),
@@ -326,4 +380,5 @@ def mapsswe(
         better=better,
         min_good=min_good,
         segments=tuple(segments),
+        log10_p=log10_p,
     )

@@ -1,0 +1,133 @@
+"""Recompute the statistics of existing cell records from their stored alignments.
+
+A record keeps every split's per-utterance alignment ops, so its significance tests
+(MAPSSWE, bootstrap) and its lossless flag are derived values: when the statistics code
+changes (for example p-values computed in log space), :func:`restat_records` recomputes
+them for every record of a results directory with the current code, against the 32-bit
+reference record found there by config hash, and rewrites each record atomically. The
+alignments, WERs, timings and every other measurement are left as they are; a record
+without an ``alignment`` field was scored with unit costs (the only weighting before the
+field existed) and is labelled so. The record gains a ``restat`` entry (code revision and
+time) saying its statistics were recomputed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mpqbench._atomic import atomic_write_json
+from mpqbench.bench.cell import FP32, CellSpec, significance
+from mpqbench.bench.environment import git_revision
+from mpqbench.bench.metrics.alignment import DEFAULT_ALIGNMENT
+from mpqbench.bench.stats import format_p
+from mpqbench.bench.table import records_dir_of
+
+
+@dataclass(frozen=True)
+class RestatChange:
+    """What recomputing one record's statistics changed.
+
+    Attributes:
+        file: the record file.
+        lines: one line per split whose p-value or decision changed.
+        decision_changed: a split's significance decision or the lossless flag changed.
+    """
+
+    file: Path
+    lines: tuple[str, ...]
+    decision_changed: bool
+
+
+def _load(path: Path) -> dict[str, Any]:
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"record {path} is not valid JSON ({exc})") from None
+    if not isinstance(record, dict) or "config" not in record or "config_hash" not in record:
+        raise ValueError(f"record {path} is not a cell record (no config / config_hash)")
+    return record
+
+
+def _label_alignment(record: dict[str, Any]) -> None:
+    record.setdefault("alignment", DEFAULT_ALIGNMENT)
+    for split in record["splits"].values():
+        split.setdefault("alignment", record["alignment"])
+
+
+def _p_text(test: Mapping[str, Any]) -> str:
+    return format_p(float(test["p_value"]), test.get("log10_p"))
+
+
+def restat_records(path: str | Path, *, write: bool = True) -> list[RestatChange]:
+    """Recompute significance and lossless flags of every cell record under ``path``.
+
+    Args:
+        path: a records directory or a suite results directory holding ``records/``.
+        write: rewrite the records (False: only report what would change).
+
+    Returns:
+        One :class:`RestatChange` per compressed-cell record, in file order.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: a record that does not parse, whose config does not rebuild its own
+            config hash, or whose 32-bit reference record is not in the directory.
+    """
+    folder = records_dir_of(path)
+    files = sorted(folder.glob("*.json"))
+    records = {file: _load(file) for file in files}
+    by_hash = {r["config_hash"]: r for r in records.values()}
+    revision = git_revision()
+    now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    changes = []
+    for file, record in records.items():
+        spec = CellSpec.from_dict(record["config"])
+        if spec.config_hash() != record["config_hash"]:
+            raise ValueError(
+                f"record {file}: its config rebuilds config hash {spec.config_hash()}, not "
+                f"the recorded {record['config_hash']}; it was written by other code"
+            )
+        _label_alignment(record)
+        if spec.method == FP32:
+            if write:
+                atomic_write_json(file, record)
+            continue
+        ref_hash = spec.reference().config_hash()
+        reference = by_hash.get(ref_hash)
+        if reference is None:
+            raise ValueError(f"record {file}: its 32-bit reference (config hash {ref_hash}) "
+                             f"is not in {folder}")
+        _label_alignment(reference)
+        old = record.get("significance") or {}
+        new = {name: significance(reference["splits"][name], split)
+               for name, split in record["splits"].items()}
+        lossless = not any(s["significantly_worse"] for s in new.values())
+        lines = []
+        changed = lossless != record.get("lossless")
+        for name, sig in new.items():
+            before = old.get(name)
+            worse = sig["significantly_worse"]
+            if before is None or before["significantly_worse"] != worse:
+                changed = True
+            text_old = _p_text(before["mapsswe"]) if before else "none"
+            text_new = _p_text(sig["mapsswe"])
+            p_moved = before is None or before["mapsswe"]["p_value"] != sig["mapsswe"]["p_value"]
+            if p_moved or before["significantly_worse"] != worse:
+                lines.append(f"{name}: p {text_old} -> {text_new} "
+                             f"(log10 p = {sig['mapsswe']['log10_p']:.2f}), "
+                             f"significantly worse: {worse}")
+        record["significance"] = new
+        record["lossless"] = lossless
+        record["restat"] = {"utc": now, "git": revision}
+        if write:
+            atomic_write_json(file, record)
+        changes.append(RestatChange(file, tuple(lines), changed))
+    return changes
+
+
+__all__ = ["RestatChange", "restat_records"]
