@@ -23,12 +23,12 @@ from collections.abc import Sequence
 import pytest
 import torch
 
-from mpqbench.bench.data.embedded import EMBEDDED, open_split
-from mpqbench.bench.data.types import Utterance
-from mpqbench.bench.evaluate import evaluate
-from mpqbench.bench.workloads.adapter import SpeechModel
-from mpqbench.bench.workloads.registry import load_model
 from mpqbench.timing import device_label
+from mpqbench.workloads.adapter import SpeechModel
+from mpqbench.workloads.data.embedded import EMBEDDED, open_split
+from mpqbench.workloads.data.types import Utterance
+from mpqbench.workloads.evaluate import evaluate
+from mpqbench.workloads.models.registry import load_model
 
 MODEL = "whisper-tiny.en"
 BATCH_SIZES = (1, 8, 16)

@@ -30,13 +30,13 @@ import time
 
 import torch
 
-from mpqbench.bench.data.embedded import open_split
-from mpqbench.bench.workloads.registry import load_model
 from mpqbench.quant.allocation import allocation_for
 from mpqbench.quant.layers import prepare_
 from mpqbench.quant.qat import TrainConfig, train
 from mpqbench.quant.teacher import build_teacher_cache
 from mpqbench.timing import synchronize
+from mpqbench.workloads.data.embedded import open_split
+from mpqbench.workloads.models.registry import load_model
 
 BATCH = 8
 

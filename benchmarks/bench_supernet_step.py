@@ -36,18 +36,18 @@ import numpy as np
 import pytest
 import torch
 
-from mpqbench.bench.data.embedded import EMBEDDED, open_split
-from mpqbench.bench.data.types import Utterance
-from mpqbench.bench.workloads.registry import load_model
+from mpqbench.method.supernet_search import BitBudget, SupernetSchedule
 from mpqbench.quant.accounting import layer_sizes
 from mpqbench.quant.allocation import allocation_for
-from mpqbench.quant.formats import QuantSpec
+from mpqbench.quant.formats import Quantizer
 from mpqbench.quant.layers import prepare_
 from mpqbench.quant.qat import TrainConfig, train
 from mpqbench.quant.supernet import prepare_supernet_, supernet_modules
 from mpqbench.quant.teacher import build_teacher_cache
-from mpqbench.search.one_stage import BitBudget, SupernetSchedule
 from mpqbench.timing import device_label, synchronize
+from mpqbench.workloads.data.embedded import EMBEDDED, open_split
+from mpqbench.workloads.data.types import Utterance
+from mpqbench.workloads.models.registry import load_model
 
 MODEL = "whisper-tiny.en"
 BATCH = 8
@@ -85,10 +85,10 @@ class System:
         self.extra = None
         self.layers = {}
         if kind == "uniform":
-            prepare_(module, allocation_for(self.speech, 4), QuantSpec())
+            prepare_(module, allocation_for(self.speech, 4), Quantizer())
             return
         sizes = layer_sizes(module, eligible)
-        prepare_supernet_(module, eligible, CANDIDATES, QuantSpec(), hard=kind == "hard",
+        prepare_supernet_(module, eligible, CANDIDATES, Quantizer(), hard=kind == "hard",
                           keep_candidates=kind != "recompute")
         self.layers = supernet_modules(module)
         self.schedule = SupernetSchedule(list(self.layers.values()), 100, 1.0, 0.1,

@@ -27,16 +27,16 @@ import torch
 from safetensors.torch import save_file
 
 from mpqbench import distributed
-from mpqbench.bench.data.types import Utterance
-from mpqbench.bench.workloads.registry import load_model
 from mpqbench.method import Budget, Target, Workload, run_method
+from mpqbench.method.fixed_bits import qat_fixed_bits
 from mpqbench.quant.allocation import allocation_for
 from mpqbench.quant.checkpoint import list_checkpoints
-from mpqbench.quant.fixed_bits import qat_fixed_bits
-from mpqbench.quant.formats import QuantSpec
+from mpqbench.quant.formats import Quantizer
 from mpqbench.quant.qat import TrainConfig, train
 from mpqbench.quant.teacher import build_teacher_cache
 from mpqbench.search.one_stage import OneStageConfig
+from mpqbench.workloads.data.types import Utterance
+from mpqbench.workloads.models.registry import load_model
 
 TEXTS = ["THE CAT SAT ON THE MAT", "A DOG", "BIRDS SING IN THE TALL TREES TODAY", "WE WALK",
          "IT IS VERY COLD OUTSIDE", "RAIN"]
@@ -71,7 +71,7 @@ def run_all() -> dict[str, Any]:
 
     work = workload()
     budget = Budget(train_steps=4, batch_size=GLOBAL_BATCH, seed=1)
-    _, result = qat_fixed_bits(work, allocation_for(work.model, 4), quantizer=QuantSpec(),
+    _, result = qat_fixed_bits(work, allocation_for(work.model, 4), quantizer=Quantizer(),
                                budget=budget, train_config=train, desc="ddp uniform")
     tensors |= {f"uniform/{k}": v for k, v in _weights(work).items()}
     info["uniform"] = {"history": result.history}

@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 from safetensors.torch import save_file
 
-from mpqbench.bench.data.types import Utterance
-from mpqbench.bench.workloads.registry import load_model
 from mpqbench.quant.allocation import allocation_for
 from mpqbench.quant.layers import prepare_
 from mpqbench.quant.qat import TrainConfig, train
 from mpqbench.quant.teacher import build_teacher_cache
+from mpqbench.workloads.data.types import Utterance
+from mpqbench.workloads.models.registry import load_model
 
 
 def main() -> None:

@@ -9,8 +9,8 @@ import itertools
 
 import pytest
 
-from mpqbench.bench.metrics.alignment import ALIGNMENTS, align_sclite, align_unit
-from mpqbench.bench.metrics.wer import align_words, score_corpus, score_utterance
+from mpqbench.workloads.metrics.alignment import ALIGNMENTS, align_sclite, align_unit
+from mpqbench.workloads.metrics.wer import align_words, score_corpus, score_utterance
 
 
 def errors(ops: str) -> int:

@@ -7,7 +7,7 @@ import pytest
 import soundfile as sf
 
 from librispeech_tree import tone, write_audio
-from mpqbench.bench.data.audio import audio_num_samples, read_audio
+from mpqbench.workloads.data.audio import audio_num_samples, read_audio
 
 
 def _dominant_freq(x: np.ndarray, rate: int = 16000) -> float:

@@ -12,6 +12,18 @@ from mpqbench.cli import main
 from mpqbench.method import Budget, Target
 
 
+@pytest.mark.parametrize("field", ["nonsense=3", "quantizer.bits=2"])
+def test_bad_method_field_is_refused_before_loading(corpus, tmp_path, capsys, field):
+    # quantizer.bits: the quantizer has no bit-width (the method sets each layer's), so
+    # setting one is refused instead of silently ignored.
+    argv = ["quantize", "--model", "tiny-ctc", "--data", str(corpus), "--method", "uniform",
+            "--avg-bits", "4", "--eval-splits", "test-clean", "--out", str(tmp_path / "x.json"),
+            "--set", field, "--reference", str(tmp_path / "missing.json")]
+    assert main(argv) == 2
+    assert field.split("=")[0].split(".")[-1] in capsys.readouterr().err
+    assert not (tmp_path / "missing.json").exists()  # nothing was evaluated
+
+
 @pytest.mark.parametrize("model", ["tiny-ctc", "tiny-whisper"])
 def test_uniform_cell_record(corpus, model):
     budget = Budget(train_steps=2, batch_size=2, dev_subset=2, seed=0)
@@ -73,15 +85,6 @@ def test_quantize_cli_writes_reference_then_record(corpus, tmp_path, capsys):
     assert set(record["allocation"]["layers"].values()) == {4}
     assert main(argv) == 2  # refuses to overwrite
     assert "already exists" in capsys.readouterr().err
-
-
-def test_bad_method_field_is_refused_before_loading(corpus, tmp_path, capsys):
-    argv = ["quantize", "--model", "tiny-ctc", "--data", str(corpus), "--method", "uniform",
-            "--avg-bits", "4", "--eval-splits", "test-clean", "--out", str(tmp_path / "x.json"),
-            "--set", "nonsense=3", "--reference", str(tmp_path / "missing.json")]
-    assert main(argv) == 2
-    assert "nonsense" in capsys.readouterr().err
-    assert not (tmp_path / "missing.json").exists()  # nothing was evaluated
 
 
 def test_alignment_is_a_recorded_cell_setting_shared_with_the_reference(corpus):

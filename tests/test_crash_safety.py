@@ -22,10 +22,10 @@ import torch
 from mpqbench._atomic import atomic_path, atomic_write_text
 from mpqbench.bench.runner import run_suite
 from mpqbench.bench.suite import load_suite
-from mpqbench.bench.workloads.registry import load_model
 from mpqbench.quant.checkpoint import list_checkpoints, save_checkpoint
 from mpqbench.quant.qat import TrainConfig, train
 from mpqbench.quant.teacher import build_teacher_cache
+from mpqbench.workloads.models.registry import load_model
 from test_qat_loop import final_weights, make_utterances
 from test_run_sigkill import strip
 from test_suite_runner import SUITE

@@ -7,7 +7,7 @@ import struct
 import numpy as np
 import pytest
 
-from mpqbench.bench.workloads.ct2_format import encode_ct2, parse_ct2, read_ct2, write_ct2
+from mpqbench.workloads.models.ct2_format import encode_ct2, parse_ct2, read_ct2, write_ct2
 
 
 def _variables() -> dict[str, np.ndarray]:

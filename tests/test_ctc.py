@@ -15,17 +15,17 @@ import torch
 from torch import nn
 from whisper_normalizer.english import EnglishTextNormalizer
 
-from mpqbench.bench.data.types import Utterance
-from mpqbench.bench.workloads.adapter import LAYER_GROUPS, SpeechModel
-from mpqbench.bench.workloads.ctc import CTCSpeechModel, load_ctc
-from mpqbench.bench.workloads.ctc_text import (
+from mpqbench.workloads.adapter import LAYER_GROUPS, SpeechModel
+from mpqbench.workloads.data.types import Utterance
+from mpqbench.workloads.models.ctc import CTCSpeechModel, load_ctc
+from mpqbench.workloads.models.ctc_text import (
     normalize_for_vocab,
     spell_cardinal,
     spell_ordinal,
     spell_year,
 )
-from mpqbench.bench.workloads.registry import load_model
-from mpqbench.bench.workloads.tiny import LIBRISPEECH_CTC_VOCAB, tiny_ctc
+from mpqbench.workloads.models.registry import load_model
+from mpqbench.workloads.models.tiny import LIBRISPEECH_CTC_VOCAB, tiny_ctc
 
 #: Float results here depend on which CPU kernels torch runs: .ci/run repeats them on AVX2.
 pytestmark = pytest.mark.kernels

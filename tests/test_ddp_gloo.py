@@ -39,7 +39,7 @@ from safetensors.torch import load_file
 
 import ddp_worker
 from mpqbench import distributed
-from mpqbench.bench.workloads.registry import load_model
+from mpqbench.workloads.models.registry import load_model
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
 

@@ -7,11 +7,11 @@ import json
 import pytest
 
 from librispeech_tree import make_corpus
-from mpqbench.bench.data import LibriSpeechSplit
-from mpqbench.bench.evaluate import evaluate
-from mpqbench.bench.metrics.wer import UtteranceScore, normalize_text
-from mpqbench.bench.workloads.registry import load_model
 from mpqbench.cli import main
+from mpqbench.workloads.data import LibriSpeechSplit
+from mpqbench.workloads.evaluate import evaluate
+from mpqbench.workloads.metrics.wer import UtteranceScore, normalize_text
+from mpqbench.workloads.models.registry import load_model
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +115,7 @@ def test_existing_record_is_kept_without_overwrite(corpus, tmp_path, capsys):
 
 
 def test_interrupted_run_leaves_no_record(corpus, tmp_path, monkeypatch, capsys):
-    from mpqbench.bench.workloads.ctc import CTCSpeechModel
+    from mpqbench.workloads.models.ctc import CTCSpeechModel
 
     real_transcribe = CTCSpeechModel.transcribe
     calls = []

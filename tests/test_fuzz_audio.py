@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from fuzz_support import FUZZ, clear_error_or_success, damaged_bytes
 from librispeech_tree import tone
-from mpqbench.bench.data.audio import AUDIO_EXTENSIONS, audio_num_samples, read_audio
+from mpqbench.workloads.data.audio import AUDIO_EXTENSIONS, audio_num_samples, read_audio
 
 _FORMATS = {  # suffix -> (format, subtype, rate, channels)
     ".flac": ("FLAC", "PCM_16", 16000, 1),

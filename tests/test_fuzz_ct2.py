@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fuzz_support import FUZZ, clear_error_or_success, damaged_bytes
-from mpqbench.bench.workloads.ct2_format import encode_ct2, parse_ct2
+from mpqbench.workloads.models.ct2_format import encode_ct2, parse_ct2
 
 _VARIABLES = {
     "encoder/conv1/weight": np.arange(12, dtype=np.float16).reshape(3, 4),

@@ -18,7 +18,7 @@ from hypothesis import event, given
 from hypothesis import strategies as st
 
 from fuzz_support import FUZZ, clear_error_or_success, damaged_bytes
-from mpqbench.bench.data.librispeech import LibriSpeechSplit
+from mpqbench.workloads.data.librispeech import LibriSpeechSplit
 
 _NAME_CHARS = st.characters(codec="utf-8", exclude_characters="/\x00", exclude_categories=("Cs",))
 _DIR_NAMES = st.sampled_from(["19", "198", "103", "1-2", "ü", "a b", "0" * 40, "19"]) | st.text(

@@ -25,8 +25,8 @@ from hypothesis import strategies as st
 
 from fuzz_support import FUZZ, clear_error_or_success, damaged_bytes, json_values
 from mpqbench.bench.suite import load_suite
-from mpqbench.bench.workloads.adapter import LAYER_GROUPS
 from mpqbench.quant.allocation import LayerRule
+from mpqbench.workloads.adapter import LAYER_GROUPS
 
 _BASE: dict = {
     "suite": {

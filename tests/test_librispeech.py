@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from librispeech_tree import make_chapter, make_corpus, tone, write_audio
-from mpqbench.bench.data import LibriSpeechSplit, Utterance, available_splits, open_split
+from mpqbench.workloads.data import LibriSpeechSplit, Utterance, available_splits, open_split
 
 
 def test_scan_reads_ids_texts_and_audio_in_sorted_order(tmp_path):

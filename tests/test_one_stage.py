@@ -9,21 +9,17 @@ import numpy as np
 import pytest
 import torch
 
-from mpqbench.bench.data.types import Utterance
-from mpqbench.bench.workloads.registry import load_model
 from mpqbench.method import Budget, Target, Workload, make_config, run_method
+from mpqbench.method.supernet_search import BitBudget, fill_allocation, repair_allocation
 from mpqbench.quant.accounting import account, layer_sizes
 from mpqbench.quant.allocation import allocation_for
 from mpqbench.quant.layers import fake_quant_modules
 from mpqbench.quant.qat import TrainConfig, train
 from mpqbench.quant.supernet import prepare_supernet_, supernet_modules
 from mpqbench.quant.teacher import build_teacher_cache
-from mpqbench.search.one_stage import (
-    BitBudget,
-    OneStageConfig,
-    fill_allocation,
-    repair_allocation,
-)
+from mpqbench.search.one_stage import OneStageConfig
+from mpqbench.workloads.data.types import Utterance
+from mpqbench.workloads.models.registry import load_model
 
 #: Float results here depend on which CPU kernels torch runs: .ci/run repeats them on AVX2.
 pytestmark = pytest.mark.kernels

@@ -12,12 +12,10 @@ import torch
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState, create_trial
 
-from mpqbench.bench.data.types import Utterance
-from mpqbench.bench.workloads.registry import load_model
 from mpqbench.method import Budget, Target, Workload
 from mpqbench.quant.accounting import account
 from mpqbench.quant.allocation import Allocation, allocation_for
-from mpqbench.quant.formats import QuantSpec
+from mpqbench.quant.formats import Quantizer
 from mpqbench.quant.layers import prepare_
 from mpqbench.quant.teacher import build_teacher_cache
 from mpqbench.search.optuna_search import (
@@ -34,6 +32,8 @@ from mpqbench.search.optuna_search import (
 )
 from mpqbench.search.optuna_storage import open_storage, redact
 from mpqbench.search.ptq_proxy import PTQProxy
+from mpqbench.workloads.data.types import Utterance
+from mpqbench.workloads.models.registry import load_model
 
 TEXTS = ["THE CAT SAT", "A DOG RAN HOME", "BIRDS SING", "WE WALK TO TOWN"]
 
@@ -106,7 +106,7 @@ def test_chosen_allocation_is_feasible_and_the_best_feasible_trial(workload, tmp
 def test_proxy_value_matches_prepared_model_kl(workload):
     """Independent reference: prepare_ (QuantLinear) on a copy + a fresh teacher cache."""
     bits = {n: (2, 4, 8)[i % 3] for i, n in enumerate(workload.eligible)}
-    spec = QuantSpec(scale_method="mse")
+    spec = Quantizer(scale_method="mse")
     with PTQProxy(workload.model, workload.eligible, workload.dev, quantizer=spec,
                   batch_size=2) as proxy:
         value = proxy.score(bits)

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from mpqbench.bench.data.types import Utterance
-from mpqbench.bench.workloads.registry import load_model
 from mpqbench.errors import TrainingDiverged
 from mpqbench.quant.checkpoint import list_checkpoints, load_latest_checkpoint
 from mpqbench.quant.qat import TrainConfig, batch_indices, lr_factor, train
 from mpqbench.quant.teacher import build_teacher_cache
+from mpqbench.workloads.data.types import Utterance
+from mpqbench.workloads.models.registry import load_model
 
 #: Float results here depend on which CPU kernels torch runs: .ci/run repeats them on AVX2.
 pytestmark = pytest.mark.kernels

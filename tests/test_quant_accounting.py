@@ -10,7 +10,7 @@ from torch import nn
 
 from mpqbench.quant.accounting import RULES, account, layer_sizes
 from mpqbench.quant.allocation import Allocation
-from mpqbench.quant.formats import QuantSpec
+from mpqbench.quant.formats import Quantizer
 from mpqbench.quant.layers import prepare_
 from mpqbench.quant.packed_layers import convert_
 
@@ -87,7 +87,7 @@ def test_weight_norm_conv_counts_g_and_v():
 
 
 @pytest.mark.parametrize(
-    "spec", [QuantSpec(), QuantSpec(learnable_scale=True)], ids=["fixed", "learnable"]
+    "spec", [Quantizer(), Quantizer(learnable_scale=True)], ids=["fixed", "learnable"]
 )
 def test_same_figures_before_prepare_after_prepare_and_after_convert(spec):
     alloc = Allocation("toy", {"lin1": 4, "lin2": 2, "head": None})

@@ -11,13 +11,11 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from mpqbench.bench.data.types import Utterance
-from mpqbench.bench.workloads.registry import load_model
 from mpqbench.quant import (
     Allocation,
     PackedConv1d,
     PackedLinear,
-    QuantSpec,
+    Quantizer,
     account,
     allocation_for,
     convert_,
@@ -27,13 +25,15 @@ from mpqbench.quant import (
     read_packed_metadata,
     save_packed,
 )
+from mpqbench.workloads.data.types import Utterance
+from mpqbench.workloads.models.registry import load_model
 from quant_toys import STACK_LAYERS, stack, stack_input
 
 #: Float results here depend on which CPU kernels torch runs: .ci/run repeats them on AVX2.
 pytestmark = pytest.mark.kernels
 
 
-def _trained_stack(alloc: Allocation, spec: QuantSpec) -> nn.Module:
+def _trained_stack(alloc: Allocation, spec: Quantizer) -> nn.Module:
     model = stack()
     prepare_(model, alloc, spec)
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
@@ -43,7 +43,7 @@ def _trained_stack(alloc: Allocation, spec: QuantSpec) -> nn.Module:
 
 
 @pytest.mark.parametrize(
-    "spec", [QuantSpec(), QuantSpec(learnable_scale=True, granularity="per_tensor")],
+    "spec", [Quantizer(), Quantizer(learnable_scale=True, granularity="per_tensor")],
     ids=["max-channel", "lsq-tensor"],
 )
 def test_stack_round_trip_is_exact_for_every_bit_width(tmp_path, spec):
@@ -75,7 +75,7 @@ def test_stack_round_trip_is_exact_for_every_bit_width(tmp_path, spec):
 
 def test_stack_file_layout(tmp_path):
     alloc = Allocation("stack", {"lin": 3, "pos": 5, "conv": None})
-    model = _trained_stack(alloc, QuantSpec())
+    model = _trained_stack(alloc, Quantizer())
     path = tmp_path / "m.safetensors"
     save_packed(model, alloc, path)
     meta = read_packed_metadata(path)
@@ -118,7 +118,7 @@ def test_tiny_model_packed_reload_is_exact(tmp_path, name):
     alloc = allocation_for(speech, groups=groups)
     cycle = itertools.cycle(range(1, 9))
     alloc = alloc.with_bits({n: next(cycle) for n in alloc.layers})  # every b in 1..8
-    assert prepare_(speech, alloc, QuantSpec(learnable_scale=True)) is speech
+    assert prepare_(speech, alloc, Quantizer(learnable_scale=True)) is speech
     batch = speech.make_batch(_utterances())
     with torch.no_grad():
         expected = speech.forward(batch).logits
@@ -153,7 +153,7 @@ def test_export_errors(tmp_path):
     alloc = Allocation("stack", {"lin": 4})
     with pytest.raises(ValueError, match="'lin' is a plain Linear"):
         save_packed(stack(), alloc, tmp_path / "x.safetensors")
-    model = _trained_stack(alloc, QuantSpec())
+    model = _trained_stack(alloc, Quantizer())
     with pytest.raises(ValueError, match="'lin' has 4 bits but the allocation says 3"):
         save_packed(model, Allocation("stack", {"lin": 3}), tmp_path / "x.safetensors")
     with pytest.raises(ValueError, match=r"\['lin'\] are not in the allocation"):
@@ -164,7 +164,7 @@ def test_export_errors(tmp_path):
 def test_load_errors_name_the_file(tmp_path):
     alloc = Allocation("stack", {"lin": 4})
     path = tmp_path / "m.safetensors"
-    save_packed(_trained_stack(alloc, QuantSpec()), alloc, path)
+    save_packed(_trained_stack(alloc, Quantizer()), alloc, path)
 
     with pytest.raises(ValueError, match="no module 'lin'") as err:
         load_packed(nn.Sequential(nn.Linear(16, 32)), path)

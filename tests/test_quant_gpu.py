@@ -7,7 +7,7 @@ import torch
 
 from mpqbench.quant import (
     Allocation,
-    QuantSpec,
+    Quantizer,
     choose_scale,
     convert_,
     fake_quantize,
@@ -40,7 +40,7 @@ def test_fake_quant_matches_torch_on_cuda(bits):
 
 @pytest.mark.parametrize(
     "spec",
-    [QuantSpec(), QuantSpec(learnable_scale=True), QuantSpec(scale_method="mse")],
+    [Quantizer(), Quantizer(learnable_scale=True), Quantizer(scale_method="mse")],
     ids=["max", "lsq", "mse"],
 )
 def test_packed_reload_exact_on_cuda(tmp_path, spec):

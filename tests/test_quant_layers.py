@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from mpqbench.quant.allocation import Allocation
-from mpqbench.quant.formats import QuantSpec
+from mpqbench.quant.formats import Quantizer, QuantSpec
 from mpqbench.quant.layers import QuantConv1d, QuantLinear, fake_quant_modules, prepare_
 from mpqbench.quant.packed_layers import PackedConv1d, PackedLinear, convert_, packed_modules
 from mpqbench.quant.primitives import choose_scale, fake_quantize
@@ -19,9 +19,9 @@ from quant_toys import STACK_LAYERS, rounding_tolerance, stack, stack_input
 pytestmark = pytest.mark.kernels
 
 SPECS = {
-    "max-channel": QuantSpec(),
-    "mse-tensor": QuantSpec(granularity="per_tensor", scale_method="mse"),
-    "lsq-channel": QuantSpec(learnable_scale=True),
+    "max-channel": Quantizer(),
+    "mse-tensor": Quantizer(granularity="per_tensor", scale_method="mse"),
+    "lsq-channel": Quantizer(learnable_scale=True),
 }
 
 
@@ -102,7 +102,7 @@ def test_layer_weight_equals_primitive_values_and_gradient(bits, granularity):
     # (the primitive itself is checked against torch in test_quant_primitives)
     model = stack()
     prepare_(model, Allocation("stack", {"lin": bits, "conv": bits}),
-             QuantSpec(granularity=granularity))
+             Quantizer(granularity=granularity))
     for layer in (model.lin, model.conv):
         w = layer.weight
         w.data.mul_(1.5)  # make the weight differ from the one scales were first taken of
@@ -117,7 +117,7 @@ def test_layer_weight_equals_primitive_values_and_gradient(bits, granularity):
 
 def test_codes_and_scale_rebuild_the_forward_weight_exactly():
     model = stack()
-    prepare_(model, Allocation("stack", {"lin": 5, "pos": 1}), QuantSpec(learnable_scale=True))
+    prepare_(model, Allocation("stack", {"lin": 5, "pos": 1}), Quantizer(learnable_scale=True))
     for layer in (model.lin, model.pos):
         codes, scale = layer.codes_and_scale()
         assert codes.dtype == torch.int8
@@ -127,7 +127,7 @@ def test_codes_and_scale_rebuild_the_forward_weight_exactly():
 
 def test_learnable_scale_is_a_parameter_that_learns():
     model = stack()
-    prepare_(model, Allocation("stack", {"lin": 3}), QuantSpec(learnable_scale=True))
+    prepare_(model, Allocation("stack", {"lin": 3}), Quantizer(learnable_scale=True))
     scale = model.lin.scale
     assert isinstance(scale, nn.Parameter) and scale.shape == (32, 1)
     assert torch.equal(scale, choose_scale(model.lin.weight, 3))
@@ -138,7 +138,7 @@ def test_learnable_scale_is_a_parameter_that_learns():
 
 def test_device_and_dtype_preserved():
     model = stack().double()
-    prepare_(model, Allocation("stack", {"lin": 4}), QuantSpec(learnable_scale=True))
+    prepare_(model, Allocation("stack", {"lin": 4}), Quantizer(learnable_scale=True))
     assert model.lin.weight.dtype == torch.float64 and model.lin.scale.dtype == torch.float64
     x = stack_input().double()
     trained = model(x)  # a training forward: autograd records it
@@ -176,6 +176,11 @@ def test_packed_layer_interface():
     sd["scale"] *= 2
     lin.load_state_dict(sd)
     assert torch.equal(lin.weight, lin.codes().float() * sd["scale"])
+
+
+def test_prepare_takes_a_quantizer_not_a_per_layer_spec():
+    with pytest.raises(ValueError, match="prepare_ takes a Quantizer"):
+        prepare_(stack(), Allocation("stack", {"lin": 4}), QuantSpec(bits=2))
 
 
 def test_errors_name_the_module():

@@ -9,7 +9,7 @@ import re
 import pytest
 import torch
 
-from mpqbench.quant.formats import QuantSpec
+from mpqbench.quant.formats import Quantizer, QuantSpec
 from mpqbench.quant.primitives import (
     SIGN_STE_CLIP,
     choose_scale,
@@ -207,6 +207,19 @@ def test_quantspec_validation():
         QuantSpec.from_dict({"bits": 3, "colour": "red"})
     with pytest.raises(ValueError, match="method"):
         choose_scale(torch.ones(2, 2), 4, method="minmax")
+
+
+def test_quantizer_has_no_bits_and_gives_each_layer_its_spec():
+    # The model-wide setting has no bit-width (so none can be set and silently ignored);
+    # a layer's spec is the quantizer at that layer's bits.
+    q = Quantizer(granularity="per_tensor", scale_method="mse")
+    assert not hasattr(q, "bits")
+    assert q.at(3) == QuantSpec(bits=3, granularity="per_tensor", scale_method="mse")
+    assert q.at(3).quantizer == q
+    with pytest.raises(ValueError, match=r"quantizer\.granularity.*per_row"):
+        Quantizer(granularity="per_row")
+    with pytest.raises(ValueError, match=r"QuantSpec\.bits"):
+        q.at(9)
 
 
 def test_a_forced_cpu_capability_is_in_effect():

@@ -25,8 +25,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mpqbench.bench.workloads.whisper_convert import PACKAGED_WHISPER, PackageFile, package_file
 from mpqbench.quant.checkpoint import load_latest_checkpoint, save_checkpoint
+from mpqbench.workloads.models.whisper_convert import PACKAGED_WHISPER, PackageFile, package_file
 
 SRC = Path(__file__).resolve().parent.parent / "src"
 

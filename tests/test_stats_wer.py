@@ -5,8 +5,8 @@ from __future__ import annotations
 import jiwer
 import pytest
 
-from mpqbench.bench.metrics.wer import align_words
 from mpqbench.bench.stats import counts_from_ops, wer_from_counts
+from mpqbench.workloads.metrics.wer import align_words
 
 
 def test_wer_by_hand():

@@ -117,14 +117,14 @@ BAD = {
 
 @pytest.mark.parametrize("case", sorted(BAD))
 def test_bad_suites_are_refused_naming_file_and_field(corpus, tmp_path, case, monkeypatch):
-    import mpqbench.bench.cell as cell
-    import mpqbench.bench.workloads.registry as registry
+    import mpqbench.bench.workload as workload
+    import mpqbench.workloads.models.registry as registry
 
     def no_loading(*args, **kwargs):
         raise AssertionError("a model was loaded for an invalid suite")
 
     monkeypatch.setattr(registry, "load_model", no_loading)
-    monkeypatch.setattr(cell, "load_model", no_loading)
+    monkeypatch.setattr(workload, "load_model", no_loading)
     text, expected = BAD[case]
     path = write(tmp_path, text.replace("{data}", str(corpus)))
     with pytest.raises(ValueError) as info:

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from mpqbench.quant.allocation import Allocation
-from mpqbench.quant.formats import QuantSpec
+from mpqbench.quant.formats import Quantizer
 from mpqbench.quant.layers import QuantConv1d, QuantLinear, fake_quant_modules, prepare_
 from mpqbench.quant.primitives import choose_scale, fake_quantize
 from mpqbench.quant.supernet import (
@@ -34,9 +34,9 @@ from quant_toys import STACK_LAYERS, stack, stack_input
 pytestmark = pytest.mark.kernels
 
 SPECS = {
-    "max-channel": QuantSpec(),
-    "mse-tensor": QuantSpec(granularity="per_tensor", scale_method="mse"),
-    "max-tensor": QuantSpec(granularity="per_tensor"),
+    "max-channel": Quantizer(),
+    "mse-tensor": Quantizer(granularity="per_tensor", scale_method="mse"),
+    "max-tensor": Quantizer(granularity="per_tensor"),
 }
 CANDIDATE_SETS = [(2, 4, 8), (1, 3, 8), (2, 3, 4, 6, 8)]
 
@@ -319,7 +319,7 @@ def test_prepare_supernet_errors():
     with pytest.raises(ValueError, match="no module"):
         prepare_supernet_(stack(), ["nope"])
     with pytest.raises(ValueError, match="learnable scales"):
-        prepare_supernet_(stack(), ["lin"], spec=QuantSpec(learnable_scale=True))
+        prepare_supernet_(stack(), ["lin"], quantizer=Quantizer(learnable_scale=True))
     with pytest.raises(ValueError, match="duplicated"):
         prepare_supernet_(stack(), ["lin"], (4, 4))
     with pytest.raises(ValueError, match="bit-width"):

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mpqbench.bench.workloads.adapter import ModelBatch
 from mpqbench.quant.teacher import TeacherCache
+from mpqbench.workloads.adapter import ModelBatch
 
 #: Float results here depend on which CPU kernels torch runs: .ci/run repeats them on AVX2.
 pytestmark = pytest.mark.kernels

@@ -22,12 +22,12 @@ from mpqbench.baselines.two_stage import (
     kl_stage,
     run_two_stage,
 )
-from mpqbench.bench.data.types import Utterance
-from mpqbench.bench.workloads.registry import load_model
 from mpqbench.method import Budget, Target, Workload
 from mpqbench.quant.allocation import allocation_for
-from mpqbench.quant.formats import QuantSpec
+from mpqbench.quant.formats import Quantizer
 from mpqbench.quant.teacher import build_teacher_cache
+from mpqbench.workloads.data.types import Utterance
+from mpqbench.workloads.models.registry import load_model
 
 #: Float results here depend on which CPU kernels torch runs: .ci/run repeats them on AVX2.
 pytestmark = pytest.mark.kernels
@@ -156,7 +156,7 @@ def test_hawq_cost_is_larger_for_the_layer_with_more_curvature():
     est = hutchinson_traces(loss, params, n_hvp=200, seed=0)
     ratio = est.traces["a"] / est.traces["b"]
     assert 15 < ratio < 40  # exactly 25 in expectation
-    costs = hawq_costs(est.traces, params, (2, 4, 8), QuantSpec())
+    costs = hawq_costs(est.traces, params, (2, 4, 8), Quantizer())
     for bits in (2, 4, 8):
         assert costs["a"][bits] > 10 * costs["b"][bits]
     assert costs["a"][2] > costs["a"][4] > costs["a"][8] > 0  # error shrinks with bits
@@ -176,7 +176,7 @@ def test_hawq_omega_is_invariant_to_a_function_preserving_rescale():
     def omegas(scale):
         p = {"w1": (w1 / scale).requires_grad_(), "w2": (w2 * scale).requires_grad_()}
         traces = {n: t for n, (t, _) in exact_traces_and_errors(p, loss_of, 1).items()}
-        return traces, hawq_costs(traces, p, (2, 4), QuantSpec())
+        return traces, hawq_costs(traces, p, (2, 4), Quantizer())
 
     tr1, om1 = omegas(1.0)
     tr4, om4 = omegas(4.0)
@@ -188,9 +188,9 @@ def test_hawq_omega_is_invariant_to_a_function_preserving_rescale():
 
 def test_hawq_clamps_negative_trace_estimates_to_zero():
     w = torch.randn(4, 4)
-    costs = hawq_costs({"w": -3.0}, {"w": w}, (2, 8), QuantSpec())
+    costs = hawq_costs({"w": -3.0}, {"w": w}, (2, 8), Quantizer())
     assert costs == {"w": {2: 0.0, 8: 0.0}}
-    assert quantization_error(w, 2, QuantSpec()) > quantization_error(w, 8, QuantSpec()) > 0
+    assert quantization_error(w, 2, Quantizer()) > quantization_error(w, 8, Quantizer()) > 0
 
 
 # ---- stages on real (tiny) adapters ----------------------------------------------------------
@@ -269,7 +269,7 @@ def test_kl_sensitivity_is_zero_for_a_layer_already_on_the_8_bit_grid():
     batches = [workload.model.make_batch(workload.dev[:2]), workload.model.make_batch(
         workload.dev[2:])]
     costs, evaluations = kl_sensitivities(workload.model, workload.eligible, (2, 4, 8), batches,
-                                          QuantSpec())
+                                          Quantizer())
     assert evaluations == len(workload.eligible) * 3 * 2
     assert costs[name][8] == 0.0
     assert costs[name][2] > 0

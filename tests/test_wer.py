@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mpqbench.bench.metrics.wer import (
+from mpqbench.workloads.metrics.wer import (
     UtteranceScore,
     align_words,
     corpus_totals,

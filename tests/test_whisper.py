@@ -20,18 +20,18 @@ from safetensors.torch import load_file
 from torch import nn
 from transformers import WhisperConfig, WhisperForConditionalGeneration
 
-from mpqbench.bench.data.types import Utterance
-from mpqbench.bench.workloads.adapter import LAYER_GROUPS
-from mpqbench.bench.workloads.ct2_format import write_ct2
-from mpqbench.bench.workloads.local import load_local_dir
-from mpqbench.bench.workloads.tiny import tiny_whisper
-from mpqbench.bench.workloads.whisper import (
+from mpqbench.workloads.adapter import LAYER_GROUPS
+from mpqbench.workloads.data.types import Utterance
+from mpqbench.workloads.models.ct2_format import write_ct2
+from mpqbench.workloads.models.local import load_local_dir
+from mpqbench.workloads.models.tiny import tiny_whisper
+from mpqbench.workloads.models.whisper import (
     IGNORE_INDEX,
     WhisperSpeechModel,
     from_pretrained_dir,
     training_text,
 )
-from mpqbench.bench.workloads.whisper_convert import (
+from mpqbench.workloads.models.whisper_convert import (
     MARKER_FILE,
     PACKAGED_WHISPER,
     PackageFile,
@@ -507,7 +507,7 @@ def _tts(tmp_path: Path) -> list[tuple[str, np.ndarray]]:
 
 @pytest.fixture(scope="module")
 def tiny_en(tmp_path_factory) -> WhisperSpeechModel:
-    from mpqbench.bench.workloads.whisper import load_packaged_whisper
+    from mpqbench.workloads.models.whisper import load_packaged_whisper
 
     return load_packaged_whisper("whisper-tiny.en", cache_root=tmp_path_factory.mktemp("cache"))
 
@@ -546,7 +546,7 @@ def test_encoder_matches_ctranslate2(tiny_en, tmp_path):
 
 @pytest.mark.slow
 def test_transcribes_synthetic_speech_like_ctranslate2(tiny_en, tmp_path):
-    from mpqbench.bench.metrics.wer import score_utterance
+    from mpqbench.workloads.metrics.wer import score_utterance
 
     pairs = _tts(tmp_path)
     if not pairs:

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from mpqbench.bench.data.types import Utterance
-from mpqbench.bench.workloads.registry import load_model
+from mpqbench.workloads.data.types import Utterance
+from mpqbench.workloads.models.registry import load_model
 
 
 def test_window_keeps_leading_positions_and_shrinks_features():

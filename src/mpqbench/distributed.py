@@ -7,7 +7,7 @@ NCCL when the run uses CUDA, gloo on CPU. :func:`mpqbench.quant.qat.train` detec
 initialised group by itself, so methods need no change.
 
 Data-parallel semantics (those of ``DistributedDataParallel``, done explicitly because the
-model's forward runs through the :class:`~mpqbench.bench.workloads.adapter.SpeechModel`
+model's forward runs through the :class:`~mpqbench.workloads.adapter.SpeechModel`
 adapter, not through the wrapped ``nn.Module``): every rank takes a contiguous slice of the
 same seeded global batch (:func:`shard_bounds`); after ``backward`` the gradients of every
 trained parameter -- weights and any extra groups such as a supernet's architecture logits

@@ -49,10 +49,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from mpqbench.bench.workloads.adapter import ModelBatch, SpeechModel
-from mpqbench.quant.formats import QuantSpec
+from mpqbench.quant.formats import Quantizer, QuantSpec
 from mpqbench.quant.layers import QuantConv1d, QuantLinear, replace_modules_
 from mpqbench.quant.primitives import choose_scale, fake_quantize
+from mpqbench.workloads.adapter import ModelBatch, SpeechModel
 
 logger = logging.getLogger(__name__)
 
@@ -229,10 +229,11 @@ def hutchinson_traces(
     )
 
 
-def quantization_error(w: torch.Tensor, bits: int, spec: QuantSpec) -> float:
+def quantization_error(w: torch.Tensor, bits: int, spec: Quantizer) -> float:
     """||Q_b(W) - W||_2^2 with ``spec``'s granularity and scale method (in float64).
 
-    A learnable-scale spec is measured at its initial scale (chosen by ``scale_method``).
+    A learnable-scale quantizer is measured at its initial scale (chosen by
+    ``scale_method``).
     """
     with torch.no_grad():
         w = w.detach()
@@ -244,7 +245,7 @@ def hawq_costs(
     traces: Mapping[str, float],
     weights: Mapping[str, torch.Tensor],
     candidates: Sequence[int],
-    spec: QuantSpec,
+    spec: Quantizer,
 ) -> dict[str, dict[int, float]]:
     """HAWQ-V2 Omega_l(b) = max(Tr(H_l), 0) / N_l * ||Q_b(W_l) - W_l||^2 per layer and b."""
     out: dict[str, dict[int, float]] = {}
@@ -268,7 +269,7 @@ def kl_sensitivities(
     names: Sequence[str],
     candidates: Sequence[int],
     batches: Sequence[ModelBatch],
-    spec: QuantSpec,
+    spec: Quantizer,
     *,
     progress: bool = False,
 ) -> tuple[dict[str, dict[int, float]], int]:
@@ -279,7 +280,7 @@ def kl_sensitivities(
         names: the layers to probe.
         candidates: bit-widths to probe per layer.
         batches: calibration batches (collated by ``model.make_batch``).
-        spec: granularity / scale method (``bits`` replaced per candidate).
+        spec: granularity / scale method (at each candidate's bits).
         progress: show a progress bar.
 
     Returns:
@@ -307,7 +308,7 @@ def kl_sensitivities(
             original = module.get_submodule(name)
             costs[name] = {}
             for b in candidates:
-                twin = _quant_twin(name, original, dataclasses.replace(spec, bits=b))
+                twin = _quant_twin(name, original, spec.at(b))
                 replace_modules_(module, {name: twin})
                 try:
                     total, count = 0.0, 0

@@ -10,7 +10,7 @@ whose average bits (weighted by layer size) meet the target. Three stage-1 choic
   (:mod:`mpqbench.quant.supernet`) with the model's weights **frozen**: only the
   architecture logits alpha_l learn, for ``search_budget`` optimizer steps of the shared
   loop on the one-stage method's loss (task loss + eta * KL to the 32-bit teacher + its
-  bit-budget term, :class:`mpqbench.search.one_stage.BitBudget`: penalty
+  bit-budget term, :class:`mpqbench.method.supernet_search.BitBudget`: penalty
   ``budget_weight * relu(E[avg bits] - target)^2`` or a Lagrangian), with the Gumbel-softmax
   temperature annealed from ``tau_start`` to ``tau_end``. The DNAS defaults are the
   one-stage defaults, so the two searches differ only in the frozen weights (and in
@@ -20,7 +20,7 @@ whose average bits (weighted by layer size) meet the target. Three stage-1 choic
   distribution gives within the target -- the argmax when that already meets it (the same
   rule as the one-stage method's repair). When that allocation falls more than
   ``fill_tolerance`` bits under the target it is filled to within the tolerance by the
-  one-stage method's rule (:func:`mpqbench.search.one_stage.fill_allocation`: the most
+  one-stage method's rule (:func:`mpqbench.method.supernet_search.fill_allocation`: the most
   probable allocation that spends the budget). Why: at a 4-bit target on whisper-tiny.en the
   penalty's early push toward 2 bits left the unfilled knapsack at 2.30 average bits.
 - ``"hessian"`` -- HAWQ-V2: Omega_l(b) = Tr(H_l) / N_l * ||Q_b(W_l) - W_l||^2 with Tr(H_l)
@@ -32,7 +32,7 @@ whose average bits (weighted by layer size) meet the target. Three stage-1 choic
   calibration batches of ``budget.batch_size`` dev utterances, capped at one pass over the
   dev subset (the probe is deterministic, so repeating an utterance adds nothing).
 
-Stage 2, ``"qat"``: :func:`mpqbench.quant.fixed_bits.qat_fixed_bits` for
+Stage 2, ``"qat"``: :func:`mpqbench.method.fixed_bits.qat_fixed_bits` for
 ``budget.train_steps`` steps with the allocation fixed -- exactly the uniform baseline's
 loop, so the methods differ only in their allocation.
 """
@@ -43,7 +43,7 @@ import dataclasses
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch.nn.utils import parametrize
@@ -55,26 +55,19 @@ from mpqbench.baselines.sensitivity import (
     kl_sensitivities,
 )
 from mpqbench.method import Budget, MethodResult, StageTiming, Target, Workload, register_method
+from mpqbench.method.fixed_bits import qat_fixed_bits
+from mpqbench.method.supernet_search import BitBudget, SupernetSearchConfig, fill_allocation
 from mpqbench.quant.accounting import layer_sizes
 from mpqbench.quant.allocation import Allocation
 from mpqbench.quant.allocator import SOLVERS, allocate_bits
-from mpqbench.quant.fixed_bits import qat_fixed_bits
-from mpqbench.quant.formats import QuantSpec
+from mpqbench.quant.formats import Quantizer
 from mpqbench.quant.layers import replace_modules_
 from mpqbench.quant.qat import TrainConfig, batch_indices, train
 from mpqbench.quant.supernet import (
-    ANNEAL_KINDS,
     anneal_tau,
-    check_candidates,
     expected_average_bits,
     prepare_supernet_,
     set_tau_,
-)
-from mpqbench.search.one_stage import (
-    BUDGET_MODES,
-    BitBudget,
-    check_fill_tolerance,
-    fill_allocation,
 )
 from mpqbench.timing import device_label, stage_timer
 
@@ -84,43 +77,28 @@ STAGE1_CHOICES: tuple[str, ...] = ("dnas", "hessian", "kl")
 
 
 @dataclass(frozen=True, kw_only=True)
-class TwoStageConfig:
+class TwoStageConfig(SupernetSearchConfig):
     """Settings of the two-stage baseline (see the module docstring for each stage).
 
     Defaults: stage 1 is ``"dnas"``, the same supernet precision learning as the one-stage
     method with the weights frozen -- the two-stage system of the paper (DESIGN.md
-    section 1). The DNAS fields and their defaults are those of
-    :class:`mpqbench.search.one_stage.OneStageConfig` (candidates {2, 4, 8}, soft mixing,
-    tau 1.0 -> 0.1 exponential, arch_lr 0.02, penalty budget with weight 10), so a
-    comparison changes only what it means to change. Hessian: one probe per batch (more
+    section 1). The DNAS fields, their defaults and validation are inherited from
+    :class:`mpqbench.method.supernet_search.SupernetSearchConfig`, which
+    :class:`mpqbench.search.one_stage.OneStageConfig` extends too (candidates {2, 4, 8},
+    soft mixing, tau 1.0 -> 0.1 exponential, arch_lr 0.02, penalty budget with weight 10),
+    so a comparison changes only what it means to change. Hessian: one probe per batch (more
     distinct batches per HVP spent) and finite-difference HVPs: on whisper-tiny.en (CPU, 8
     utterances, 20 s window) an autograd double-backward HVP took 17x as long as a
     finite-difference one (about 2 gradients), and the two agreed probe for probe to a
     median 0.13% (max 3%) per layer, far inside one Rademacher probe's own variance.
     """
 
+    config_name: ClassVar[str] = "two_stage"
+
     stage1: Literal["dnas", "hessian", "kl"] = field(
         default="dnas", metadata={"help": "precision learning: dnas, hessian or kl"})
-    candidates: tuple[int, ...] = field(
-        default=(2, 4, 8), metadata={"help": "candidate bit-widths of every layer"})
     solver: str = field(
         default="auto", metadata={"help": "allocator: auto, dp (knapsack DP) or ilp"})
-    # dnas
-    arch_lr: float = field(default=2e-2, metadata={"help": "dnas: peak lr of the logits"})
-    tau_start: float = field(default=1.0, metadata={"help": "dnas: initial temperature"})
-    tau_end: float = field(default=0.1, metadata={"help": "dnas: final temperature"})
-    anneal: str = field(default="exponential",
-                        metadata={"help": "dnas: temperature schedule (exponential, linear)"})
-    hard: bool = field(default=False,
-                       metadata={"help": "dnas: straight-through hard Gumbel sampling"})
-    budget_mode: str = field(default="penalty",
-                             metadata={"help": "dnas: bit-budget term, penalty or lagrangian"})
-    budget_weight: float = field(
-        default=10.0, metadata={"help": "dnas: lambda in lambda*relu(E[bits]-target)^2"})
-    dual_lr: float = field(
-        default=0.5, metadata={"help": "dnas lagrangian: multiplier step per bit of excess"})
-    fill_tolerance: float | None = field(default=0.25, metadata={
-        "help": "dnas: fill an allocation more than this many bits under the target (None: off)"})
     # hessian
     probes_per_batch: int = field(
         default=1, metadata={"help": "hessian: Rademacher probes per data batch"})
@@ -129,36 +107,20 @@ class TwoStageConfig:
     fd_step: float = field(default=1e-3, metadata={
         "help": "hessian: finite-difference step relative to the weights' rms"})
     # both stages
-    quantizer: QuantSpec = field(default_factory=QuantSpec)
+    quantizer: Quantizer = field(default_factory=Quantizer)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.stage1 not in STAGE1_CHOICES:
             raise ValueError(
                 f"two_stage.stage1 must be one of {STAGE1_CHOICES}, got {self.stage1!r}")
-        object.__setattr__(
-            self, "candidates", check_candidates(self.candidates, what="two_stage.candidates"))
         if self.solver not in SOLVERS:
             raise ValueError(f"two_stage.solver must be one of {SOLVERS}, got {self.solver!r}")
-        if self.anneal not in ANNEAL_KINDS:
-            raise ValueError(
-                f"two_stage.anneal must be one of {ANNEAL_KINDS}, got {self.anneal!r}")
         if self.hvp not in HVP_METHODS:
             raise ValueError(f"two_stage.hvp must be one of {HVP_METHODS}, got {self.hvp!r}")
-        for name in ("arch_lr", "tau_start", "tau_end", "fd_step"):
-            value = getattr(self, name)
-            if not (value > 0 and math.isfinite(value)):
-                raise ValueError(f"two_stage.{name} must be a positive number, got {value!r}")
-        for name in ("budget_weight", "dual_lr"):
-            value = getattr(self, name)
-            if not (value >= 0 and math.isfinite(value)):
-                raise ValueError(f"two_stage.{name} must be >= 0, got {value!r}")
-        if self.budget_mode not in BUDGET_MODES:
-            raise ValueError(
-                f"two_stage.budget_mode must be one of {BUDGET_MODES}, got {self.budget_mode!r}")
-        if not isinstance(self.hard, bool):
-            raise ValueError(f"two_stage.hard must be a bool, got {self.hard!r}")
-        check_fill_tolerance(self.fill_tolerance, what="two_stage.fill_tolerance")
+        if not (self.fd_step > 0 and math.isfinite(self.fd_step)):
+            raise ValueError(f"two_stage.fd_step must be a positive number, got {self.fd_step!r}")
         if self.probes_per_batch < 1:
             raise ValueError(
                 f"two_stage.probes_per_batch must be >= 1, got {self.probes_per_batch}")
@@ -254,7 +216,7 @@ def dnas_stage(
     flags = {p: p.requires_grad for p in module.parameters()}
     was_training = module.training
     steps = budget.search_budget
-    spec = dataclasses.replace(config.quantizer, bits=8, learnable_scale=False)
+    spec = dataclasses.replace(config.quantizer, learnable_scale=False)
     try:
         for p in module.parameters():
             p.requires_grad_(False)

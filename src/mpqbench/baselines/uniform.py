@@ -11,10 +11,10 @@ from mpqbench.method import (
     Workload,
     register_method,
 )
+from mpqbench.method.fixed_bits import qat_fixed_bits
 from mpqbench.quant.accounting import layer_sizes
 from mpqbench.quant.allocation import Allocation
-from mpqbench.quant.fixed_bits import qat_fixed_bits
-from mpqbench.quant.formats import QuantSpec, check_bits
+from mpqbench.quant.formats import Quantizer, check_bits
 from mpqbench.quant.qat import TrainConfig
 
 
@@ -25,12 +25,12 @@ class UniformConfig:
     Attributes:
         bits: the bit-width of every eligible layer; None takes the target's average bits
             rounded to the nearest integer (the "nearest bits" uniform system).
-        quantizer: granularity / scale method / learnable scale (its ``bits`` is ignored).
+        quantizer: granularity / scale method / learnable scale.
         train: settings of the shared QAT loop.
     """
 
     bits: int | None = field(default=None, metadata={"help": "bits everywhere (None: target)"})
-    quantizer: QuantSpec = field(default_factory=QuantSpec)
+    quantizer: Quantizer = field(default_factory=Quantizer)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:

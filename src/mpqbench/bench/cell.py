@@ -28,20 +28,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mpqbench.bench.data.embedded import EMBEDDED, embedded_manifest_sha256, open_split
 from mpqbench.bench.environment import device_info, git_revision, library_versions
-from mpqbench.bench.evaluate import EvalResult, evaluate
-from mpqbench.bench.metrics.alignment import DEFAULT_ALIGNMENT, check_alignment
-from mpqbench.bench.stats import bootstrap_wer_diff, counts_from_ops, mapsswe
-from mpqbench.bench.workloads.registry import load_model
-from mpqbench.method import Budget, Target, Workload, get_method, make_config
+from mpqbench.bench.stats import (
+    MapssweResult,
+    bootstrap_wer_diff,
+    counts_from_ops,
+    is_lossless,
+    mapsswe,
+    significantly_worse,
+)
+from mpqbench.bench.workload import eligible_layers, make_workload, open_model
+from mpqbench.method import Budget, Target, get_method, make_config
+from mpqbench.method.fixed_bits import qat_fixed_bits
 from mpqbench.quant.accounting import account
-from mpqbench.quant.allocation import Allocation, build_allocation
-from mpqbench.quant.fixed_bits import qat_fixed_bits
-from mpqbench.quant.formats import QuantSpec
+from mpqbench.quant.allocation import Allocation
+from mpqbench.quant.formats import Quantizer
 from mpqbench.quant.qat import TrainConfig
 from mpqbench.quant.teacher import DEFAULT_TOP_K, TeacherCache, build_teacher_cache
 from mpqbench.timing import device_label, stage_timer
+from mpqbench.workloads.data.embedded import EMBEDDED, embedded_manifest_sha256, open_split
+from mpqbench.workloads.evaluate import EvalResult, evaluate
+from mpqbench.workloads.metrics.alignment import DEFAULT_ALIGNMENT, check_alignment
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +86,7 @@ class CellSpec:
             fine-tuned reference.
         alignment: WER alignment weighting, ``"unit"`` (None means the same) or
             ``"sclite"`` (substitution 4, insertion 3, deletion 3; see
-            :mod:`mpqbench.bench.metrics.alignment`). The fp32 reference uses the same.
+            :mod:`mpqbench.workloads.metrics.alignment`). The fp32 reference uses the same.
     """
 
     model: str
@@ -202,13 +209,9 @@ def split_record(result: EvalResult) -> dict[str, Any]:
     }
 
 
-def significance(reference: Mapping[str, Any], system: Mapping[str, Any]) -> dict[str, Any]:
-    """MAPSSWE and bootstrap of ``system`` (B) against ``reference`` (A) on one split.
-
-    Raises:
-        ValueError: the two splits were scored with different alignment weightings
-            (a split record without the field was scored with unit costs).
-    """
+def _paired_test(
+    reference: Mapping[str, Any], system: Mapping[str, Any]
+) -> tuple[dict[str, Any], MapssweResult]:
     align_a = reference.get("alignment", DEFAULT_ALIGNMENT)
     align_b = system.get("alignment", DEFAULT_ALIGNMENT)
     if align_a != align_b:
@@ -223,11 +226,47 @@ def significance(reference: Mapping[str, Any], system: Mapping[str, Any]) -> dic
         {k: counts_from_ops(v) for k, v in ops_a.items()},
         {k: counts_from_ops(v) for k, v in ops_b.items()},
     )
-    return {
+    block = {
         "mapsswe": test.to_dict(),
         "bootstrap": dataclasses.asdict(boot),
-        "significantly_worse": bool(test.significant and test.better == "a"),
+        "significantly_worse": significantly_worse(test),
     }
+    return block, test
+
+
+def significance(reference: Mapping[str, Any], system: Mapping[str, Any]) -> dict[str, Any]:
+    """MAPSSWE and bootstrap of ``system`` (B) against ``reference`` (A) on one split.
+
+    Raises:
+        ValueError: the two splits were scored with different alignment weightings
+            (a split record without the field was scored with unit costs).
+    """
+    return _paired_test(reference, system)[0]
+
+
+def judge_against_reference(
+    reference: Mapping[str, Any], splits: Mapping[str, Mapping[str, Any]]
+) -> tuple[dict[str, dict[str, Any]], bool]:
+    """Significance of every split of a system against the 32-bit reference record, and
+    the lossless verdict (:func:`mpqbench.bench.stats.is_lossless`, the one rule).
+
+    Args:
+        reference: the fp32 cell's record.
+        splits: split name -> the system's split record (as :func:`split_record` makes).
+
+    Returns:
+        ``(significance per split, lossless)``.
+
+    Raises:
+        ValueError: a split the reference lacks, or mismatched alignments.
+    """
+    blocks: dict[str, dict[str, Any]] = {}
+    tests: dict[str, MapssweResult] = {}
+    for name, split in splits.items():
+        if name not in reference["splits"]:
+            raise ValueError(f"the 32-bit reference record has no split {name!r}")
+        blocks[name], tests[name] = _paired_test(reference["splits"][name], split)
+    return blocks, is_lossless(tests)
 
 
 def run_cell(
@@ -248,7 +287,7 @@ def run_cell(
         progress: progress bars.
         teacher_cache: an in-process memo of teacher caches shared between cells.
         checkpoint_dir: where the method's QAT stages checkpoint and resume (see
-            :func:`mpqbench.quant.fixed_bits.qat_fixed_bits`); None disables checkpoints.
+            :func:`mpqbench.method.fixed_bits.qat_fixed_bits`); None disables checkpoints.
             It must belong to this cell only: a rerun resumes from what it holds.
 
     Raises:
@@ -258,22 +297,20 @@ def run_cell(
     splits = {name: open_split(spec.data, name) for name in spec.eval_splits}
     if spec.eval_limit is not None:
         splits = {k: v.subset(min(spec.eval_limit, len(v)), seed=0) for k, v in splits.items()}
-    model = load_model(spec.model, device=device)
-    if spec.whisper_window_s is not None:
-        if not hasattr(model, "set_window_"):
-            raise ValueError(f"whisper_window_s applies to Whisper models, not {spec.model!r}")
-        model.set_window_(spec.whisper_window_s)
-    layer_groups = model.layer_groups()
-    eligible = build_allocation(model.name, layer_groups, 8, groups=spec.groups, rules=spec.rules)
+    model = open_model(spec.model, device=device, whisper_window_s=spec.whisper_window_s)
+    eligible = eligible_layers(model, spec.groups, spec.rules)
     teacher_stage = None
     stages: list[dict[str, Any]] = []
     info: dict[str, Any] = {}
     if spec.method == FP32 and spec.budget.train_steps == 0:
         allocation = Allocation(model.name, dict.fromkeys(eligible.layers))
     else:
-        train = open_split(spec.data, spec.train_split)
-        dev = open_split(spec.data, spec.dev_split)
-        dev = dev.subset(min(spec.budget.dev_subset, len(dev)), seed=spec.budget.seed)
+        workload = make_workload(
+            model, eligible, data=spec.data, train_split=spec.train_split,
+            dev_split=spec.dev_split, dev_subset=spec.budget.dev_subset, seed=spec.budget.seed,
+            teacher=TeacherCache(spec.teacher_top_k), device=device,
+            checkpoint_dir=checkpoint_dir,
+        )
         key = (spec.model, spec.data, spec.train_split, spec.teacher_top_k, device)
         memo = teacher_cache if teacher_cache is not None else {}
         with stage_timer(device) as watch:
@@ -281,20 +318,16 @@ def run_cell(
                 memo[key] = TeacherCache(spec.teacher_top_k)  # no training: nothing to distil
             elif key not in memo or len(memo[key]) == 0:
                 memo[key] = build_teacher_cache(
-                    model, train, batch_size=spec.budget.batch_size, top_k=spec.teacher_top_k,
-                    progress=progress,
+                    model, workload.train, batch_size=spec.budget.batch_size,
+                    top_k=spec.teacher_top_k, progress=progress,
                 )
         teacher_stage = {"name": "teacher", "seconds": watch.seconds,
                          "device": device_label(device)}
-        workload = Workload(
-            name=model.name, model=model, train=train, dev=dev,
-            eligible=list(eligible.quantized), teacher=memo[key], device=device,
-            checkpoint_dir=checkpoint_dir,
-        )
+        workload = dataclasses.replace(workload, teacher=memo[key])
         if spec.method == FP32:
             allocation = Allocation(model.name, dict.fromkeys(eligible.layers))
             timing, trained = qat_fixed_bits(
-                workload, allocation, quantizer=QuantSpec(), budget=spec.budget,
+                workload, allocation, quantizer=Quantizer(), budget=spec.budget,
                 train_config=TrainConfig(), desc="32-bit fine-tune", stage="finetune",
                 prepare=False,
             )
@@ -340,12 +373,8 @@ def run_cell(
     if spec.method != FP32:
         if reference is None:
             raise ValueError("run_cell: a compressed cell needs the fp32 reference record")
-        record["significance"] = {
-            name: significance(reference["splits"][name], evaluations[name]) for name in splits
-        }
-        record["lossless"] = not any(
-            s["significantly_worse"] for s in record["significance"].values()
-        )
+        record["significance"], record["lossless"] = judge_against_reference(
+            reference, evaluations)
     else:
         record["lossless"] = True
     return record
@@ -367,6 +396,7 @@ __all__ = [
     "FP32",
     "FP32_REFERENCES",
     "CellSpec",
+    "judge_against_reference",
     "run_cell",
     "significance",
     "split_record",

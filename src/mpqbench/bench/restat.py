@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from mpqbench._atomic import atomic_write_json
-from mpqbench.bench.cell import FP32, CellSpec, significance
+from mpqbench.bench.cell import FP32, CellSpec, judge_against_reference
 from mpqbench.bench.environment import git_revision
-from mpqbench.bench.metrics.alignment import DEFAULT_ALIGNMENT
 from mpqbench.bench.stats import format_p
 from mpqbench.bench.table import records_dir_of
+from mpqbench.workloads.metrics.alignment import DEFAULT_ALIGNMENT
 
 
 @dataclass(frozen=True)
@@ -104,9 +104,7 @@ def restat_records(path: str | Path, *, write: bool = True) -> list[RestatChange
                              f"is not in {folder}")
         _label_alignment(reference)
         old = record.get("significance") or {}
-        new = {name: significance(reference["splits"][name], split)
-               for name, split in record["splits"].items()}
-        lossless = not any(s["significantly_worse"] for s in new.values())
+        new, lossless = judge_against_reference(reference, record["splits"])
         lines = []
         changed = lossless != record.get("lossless")
         for name, sig in new.items():

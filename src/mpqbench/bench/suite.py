@@ -47,12 +47,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mpqbench._names import safe_name
 from mpqbench.bench.cell import FP32, CellSpec
-from mpqbench.bench.metrics.alignment import ALIGNMENTS
-from mpqbench.bench.workloads.adapter import LAYER_GROUPS
-from mpqbench.bench.workloads.registry import MODEL_REGISTRY
 from mpqbench.method import Budget, Target, available_methods, make_config
 from mpqbench.quant.allocation import LayerRule
+from mpqbench.workloads.adapter import LAYER_GROUPS
+from mpqbench.workloads.metrics.alignment import ALIGNMENTS
+from mpqbench.workloads.models.registry import MODEL_REGISTRY
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -85,7 +86,7 @@ class Cell:
         """File-name-safe unique key: label, model, target, seed, config hash."""
         spec = self.spec
         target = spec.target.label() if spec.target else "fp32"
-        model = "".join(c if c.isalnum() or c in "-." else "_" for c in spec.model)[-40:]
+        model = safe_name(spec.model, limit=40)
         return f"{model}__{self.label}__{target}__s{spec.budget.seed}__{spec.config_hash()}"
 
 

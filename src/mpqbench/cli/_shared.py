@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+import torch
+
 
 def add_layer_selection_args(p: argparse.ArgumentParser) -> None:
     """``--groups``, ``--rule`` and ``--whisper-window``: which layers a run quantizes and
@@ -14,3 +16,24 @@ def add_layer_selection_args(p: argparse.ArgumentParser) -> None:
                    help="per-layer override, e.g. '*.fc2=8' or 'proj_out=none'; repeatable")
     p.add_argument("--whisper-window", type=int, default=None, metavar="SECONDS",
                    help="shrink a Whisper model's encoder window (default: 30 s)")
+
+
+def resolve_device(choice: str) -> str:
+    """``--device`` value -> ``"cpu"`` or ``"cuda"`` (``auto``: cuda when torch sees one).
+
+    Raises:
+        ValueError: ``cuda`` asked for where torch sees no CUDA device.
+    """
+    if choice == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda requested but torch sees no CUDA device")
+    return choice
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value

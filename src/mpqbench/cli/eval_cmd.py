@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import re
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from mpqbench._atomic import atomic_write_json
-from mpqbench.bench.data.embedded import EMBEDDED, embedded_manifest_sha256, open_split
+from mpqbench._names import safe_name
 from mpqbench.bench.environment import device_info, git_revision, library_versions
-from mpqbench.bench.evaluate import EvalResult, evaluate
-from mpqbench.bench.metrics.alignment import ALIGNMENTS, DEFAULT_ALIGNMENT
-from mpqbench.bench.workloads.registry import available_models, load_model
+from mpqbench.bench.workload import open_model
+from mpqbench.cli._shared import positive_int, resolve_device
+from mpqbench.workloads.data.embedded import EMBEDDED, embedded_manifest_sha256, open_split
+from mpqbench.workloads.evaluate import EvalResult, evaluate
+from mpqbench.workloads.metrics.alignment import ALIGNMENTS, DEFAULT_ALIGNMENT
+from mpqbench.workloads.models.registry import available_models
 
 #: Version of the eval record layout; bump when a field changes meaning.
 RECORD_SCHEMA = 1
@@ -47,9 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(the corpus root or the split directory itself); default: embedded",
     )
     p.add_argument("--split", required=True, help="split name, e.g. test-clean, test-other, real")
-    p.add_argument("--batch-size", type=_positive_int, default=16, help="clips per batch (16)")
+    p.add_argument("--batch-size", type=positive_int, default=16, help="clips per batch (16)")
     p.add_argument(
-        "--limit", type=_positive_int, default=None,
+        "--limit", type=positive_int, default=None,
         help="evaluate a seeded random subset of N utterances (kept in id order)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the --limit subset (0)")
@@ -58,7 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="where to run; auto = cuda when available, else cpu",
     )
     p.add_argument(
-        "--max-new-tokens", type=_positive_int, default=None,
+        "--max-new-tokens", type=positive_int, default=None,
         help="token cap per clip for Whisper decoding (default: 128); ignored by CTC models",
     )
     p.add_argument(
@@ -81,13 +81,13 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"record {out} already exists; pass --overwrite to replace it")
     if out.is_dir():
         raise ValueError(f"--out {out} is a directory; give a file path")
-    device = _resolve_device(args.device)
+    device = resolve_device(args.device)
 
     split = open_split(args.data, args.split)  # scan first: cheap, and fails fast
     total_in_split = len(split)
     if args.limit is not None:
         split = split.subset(args.limit, seed=args.seed)
-    model = load_model(args.model, device=device)
+    model = open_model(args.model, device=device)
     result = evaluate(
         model,
         split,
@@ -156,36 +156,17 @@ def build_record(
 def default_record_path(model: str, data: str, split: str) -> Path:
     """``results/eval/<model>__<data>__<split>.json`` with path-unsafe characters replaced."""
     data_label = EMBEDDED if data == EMBEDDED else Path(data).expanduser().resolve().name
-    parts = [_safe(model if model else "model"), _safe(data_label), _safe(split)]
+    parts = [safe_name(model.strip("/") or "model"), safe_name(data_label), safe_name(split)]
     return DEFAULT_OUT_DIR / ("__".join(parts) + ".json")
-
-
-def _safe(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text.strip("/")) or "_"
 
 
 def _token_cap(family: str, requested: int | None) -> int | None:
     """The cap to record and use: the requested one, else Whisper's default; CTC has none."""
     if requested is not None or family != "whisper":
         return requested
-    from mpqbench.bench.workloads.whisper import DEFAULT_MAX_NEW_TOKENS
+    from mpqbench.workloads.models.whisper import DEFAULT_MAX_NEW_TOKENS
 
     return DEFAULT_MAX_NEW_TOKENS
-
-
-def _resolve_device(choice: str) -> str:
-    if choice == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda requested but torch sees no CUDA device")
-    return choice
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
 
 
 def _print_summary(args: argparse.Namespace, result: EvalResult, out: Path) -> None:

@@ -20,8 +20,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
-
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -29,11 +27,12 @@ else:  # pragma: no cover
 
 from mpqbench import distributed
 from mpqbench._atomic import atomic_write_json
+from mpqbench._names import safe_name
 from mpqbench.bench.cell import FP32, CellSpec, run_cell, summary_line
-from mpqbench.bench.data.embedded import EMBEDDED
-from mpqbench.bench.metrics.alignment import ALIGNMENTS, DEFAULT_ALIGNMENT
-from mpqbench.cli._shared import add_layer_selection_args
+from mpqbench.cli._shared import add_layer_selection_args, resolve_device
 from mpqbench.method import Budget, Target, available_methods, make_config
+from mpqbench.workloads.data.embedded import EMBEDDED
+from mpqbench.workloads.metrics.alignment import ALIGNMENTS, DEFAULT_ALIGNMENT
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +102,7 @@ def run(args: argparse.Namespace) -> int:
     """Execute ``mpqbench quantize`` (once per rank under torchrun)."""
     if args.out.exists() and not args.overwrite:
         raise ValueError(f"record {args.out} already exists; pass --overwrite to replace it")
-    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
-    device = "cpu" if device == "auto" else device
+    device = resolve_device(args.device)
     joined = distributed.init_from_env(device)
     try:
         return _run(args, device)
@@ -135,7 +133,7 @@ def _run(args: argparse.Namespace, device: str) -> int:
     reference = None
     if args.method != FP32:
         make_config(spec.method, spec.params)  # refuse a bad config before any model loads
-        default_ref = f"{_safe(args.model)}__fp32__{spec.reference().config_hash()}.json"
+        default_ref = f"{safe_name(args.model)}__fp32__{spec.reference().config_hash()}.json"
         ref_path = args.reference or args.out.with_name(default_ref)
         reference = _load_or_make_reference(
             spec, ref_path, device, not args.no_progress and distributed.is_rank0()
@@ -169,10 +167,6 @@ def _load_or_make_reference(spec: CellSpec, path: Path, device: str, progress: b
     if distributed.is_rank0():
         atomic_write_json(path, record)
     return record
-
-
-def _safe(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-._" else "_" for c in text)
 
 
 __all__ = ["parse_sets", "register", "run"]

@@ -6,10 +6,9 @@ import argparse
 import logging
 from pathlib import Path
 
-import torch
-
 from mpqbench.bench.runner import parse_shard, record_path, run_suite, shard_cells
 from mpqbench.bench.suite import load_suite
+from mpqbench.cli._shared import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +44,7 @@ def run(args: argparse.Namespace) -> int:
             done = record_path(args.results, name, cell).exists()
             print(f"  {'done' if done else 'todo'}  {cell.key}")
         return 0
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(args.device)
     summary = run_suite(suite, results=args.results, name=name, shard=shard,
                         overwrite=args.overwrite, device=device, progress=not args.no_progress)
     print(f"suite {suite.name}: ran {len(summary.ran)} cells, skipped {len(summary.skipped)} "

@@ -27,16 +27,15 @@ import logging
 from pathlib import Path
 
 from mpqbench._atomic import atomic_write_json
-from mpqbench.bench.data.embedded import EMBEDDED, open_split
-from mpqbench.bench.workloads.registry import available_models, load_model
-from mpqbench.cli._shared import add_layer_selection_args
-from mpqbench.cli.eval_cmd import _positive_int, _resolve_device
+from mpqbench.bench.workload import eligible_layers, make_workload, open_dev, open_model
+from mpqbench.cli._shared import add_layer_selection_args, positive_int, resolve_device
 from mpqbench.cli.quantize_cmd import parse_sets
-from mpqbench.method import Budget, Target, Workload, make_config
-from mpqbench.quant.allocation import build_allocation
+from mpqbench.method import Budget, Target, make_config
 from mpqbench.quant.teacher import TeacherCache
 from mpqbench.search.optuna_search import search_allocation
 from mpqbench.search.optuna_storage import JOURNAL_PREFIX, redact
+from mpqbench.workloads.data.embedded import EMBEDDED
+from mpqbench.workloads.models.registry import available_models
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +61,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--data", default=EMBEDDED, help="'embedded' or a LibriSpeech-layout root")
     p.add_argument("--dev-split", default="dev", help="split of the proxy utterances (dev)")
-    p.add_argument("--dev-subset", type=_positive_int, default=32,
+    p.add_argument("--dev-subset", type=positive_int, default=32,
                    help="dev utterances scored per trial (32)")
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--avg-bits", type=float, help="target average bits (e.g. 4)")
@@ -75,7 +74,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--study-name", default=None,
                    help="study name shared by the workers (default: from model, target, seed "
                    "and a fingerprint of the search problem)")
-    p.add_argument("--workers", type=_positive_int, default=1,
+    p.add_argument("--workers", type=positive_int, default=1,
                    help="how many workers share the study (1); more than 1 needs a server "
                    "database or journal:PATH")
     p.add_argument("--worker-id", type=_nonnegative_int, default=0,
@@ -142,22 +141,14 @@ def run(args: argparse.Namespace) -> int:
     target = Target(avg_bits=args.avg_bits, compression_ratio=args.cr)
     budget = Budget(train_steps=0, batch_size=1, search_budget=args.trials,
                     dev_subset=args.dev_subset, seed=args.seed)
-    device = _resolve_device(args.device)
+    device = resolve_device(args.device)
 
-    dev = open_split(args.data, args.dev_split)
-    dev = dev.subset(min(budget.dev_subset, len(dev)), seed=budget.seed)
-    model = load_model(args.model, device=device)
-    if args.whisper_window is not None:
-        if not hasattr(model, "set_window_"):
-            raise ValueError(f"--whisper-window applies to Whisper models, not {args.model!r}")
-        model.set_window_(args.whisper_window)
-    eligible = build_allocation(
-        model.name, model.layer_groups(), 8,
-        groups=tuple(g for g in args.groups.split(",") if g), rules=tuple(args.rule),
-    )
-    workload = Workload(
-        name=model.name, model=model, train=[], dev=dev, eligible=list(eligible.quantized),
-        teacher=TeacherCache(), device=device,  # the proxy needs no training data
+    open_dev(args.data, args.dev_split, budget.dev_subset, budget.seed)  # fail fast on data
+    model = open_model(args.model, device=device, whisper_window_s=args.whisper_window)
+    eligible = eligible_layers(model, [g for g in args.groups.split(",") if g], args.rule)
+    workload = make_workload(  # the proxy needs no training data
+        model, eligible, data=args.data, train_split=None, dev_split=args.dev_split,
+        dev_subset=budget.dev_subset, seed=budget.seed, teacher=TeacherCache(), device=device,
     )
     outcome = search_allocation(workload, target, budget, config)
     info = {**outcome.info, "worker": args.worker_id, "workers": args.workers,

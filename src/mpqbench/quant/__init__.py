@@ -3,7 +3,7 @@
 Public API (implementation modules: ``formats``, ``primitives``, ``packing``,
 ``allocation``, ``layers``, ``packed_layers``, ``accounting``, ``export``):
 
-- formats: :class:`QuantSpec`, :func:`check_bits`
+- formats: :class:`Quantizer` (how), :class:`QuantSpec` (how + bits, one layer), :func:`check_bits`
 - primitives (pure tensor functions): :func:`qrange`, :func:`absmax`, :func:`choose_scale`,
   :func:`quantize`, :func:`dequantize`, :func:`fake_quantize`, :func:`fake_quantize_lsq`,
   :func:`lsq_grad_factor`
@@ -37,7 +37,7 @@ from mpqbench.quant.allocation import (
 )
 from mpqbench.quant.allocator import BitAllocation, allocate_bits
 from mpqbench.quant.export import ExportInfo, load_packed, read_packed_metadata, save_packed
-from mpqbench.quant.formats import GRANULARITIES, SCALE_METHODS, QuantSpec, check_bits
+from mpqbench.quant.formats import GRANULARITIES, SCALE_METHODS, Quantizer, QuantSpec, check_bits
 from mpqbench.quant.layers import (
     QuantConv1d,
     QuantLinear,
@@ -89,6 +89,7 @@ __all__ = [
     "QuantConv1d",
     "QuantLinear",
     "QuantSpec",
+    "Quantizer",
     "SupernetConv1d",
     "SupernetLinear",
     "absmax",

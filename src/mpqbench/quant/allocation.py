@@ -42,8 +42,8 @@ from typing import Any
 from torch import nn
 
 from mpqbench._atomic import atomic_write_text
-from mpqbench.bench.workloads.adapter import LAYER_GROUPS
 from mpqbench.quant.formats import check_bits
+from mpqbench.workloads.adapter import LAYER_GROUPS
 
 logger = logging.getLogger(__name__)
 

@@ -1,8 +1,10 @@
 """Quantization formats as small frozen value objects.
 
-A :class:`QuantSpec` says *how* one layer's weight is quantized: bit-width, scale
-granularity, how the scale is chosen and whether it is learned. Which layers get which
-bit-width is the job of :class:`mpqbench.quant.allocation.Allocation`.
+A :class:`Quantizer` says *how* weights are quantized -- scale granularity, how the scale is
+chosen and whether it is learned -- without a bit-width: it is what a method's config and
+the model-wide verbs (``prepare_``, ``prepare_supernet_``) take, since the bits of each layer
+come from an :class:`mpqbench.quant.allocation.Allocation` (or a supernet's candidates).
+A :class:`QuantSpec` is one layer's complete setting: a quantizer at a bit-width.
 """
 
 from __future__ import annotations
@@ -45,13 +47,23 @@ def check_bits(bits: object, *, what: str = "bits") -> int:
     return bits
 
 
+def _check_how(granularity: object, scale_method: object, learnable_scale: object,
+               what: str) -> None:
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"{what}.granularity must be one of {GRANULARITIES}, got {granularity!r}")
+    if scale_method not in SCALE_METHODS:
+        raise ValueError(
+            f"{what}.scale_method must be one of {SCALE_METHODS}, got {scale_method!r}"
+        )
+    if not isinstance(learnable_scale, bool):
+        raise ValueError(f"{what}.learnable_scale must be a bool, got {learnable_scale!r}")
+
+
 @dataclass(frozen=True, kw_only=True)
-class QuantSpec:
-    """How one weight tensor is quantized (symmetric, uniform, zero point 0).
+class Quantizer:
+    """How weights are quantized (symmetric, uniform, zero point 0), whatever their bits.
 
     Attributes:
-        bits: bit-width b in 1..8. b >= 2: codes in [-(2^(b-1)-1), 2^(b-1)-1];
-            b = 1: codes in {-1, +1} (sign, with sign(0) = +1) and scale mean|W|.
         granularity: ``"per_channel"`` (one scale per output channel, the default) or
             ``"per_tensor"``.
         scale_method: ``"max"`` (max|W| / qmax) or ``"mse"`` (grid search over clipping
@@ -61,7 +73,6 @@ class QuantSpec:
             forward and receives no gradient.
     """
 
-    bits: int = field(default=8, metadata={"help": "bit-width, 1..8"})
     granularity: Granularity = field(
         default="per_channel", metadata={"help": "per_channel (axis 0) or per_tensor"}
     )
@@ -71,20 +82,38 @@ class QuantSpec:
     learnable_scale: bool = field(default=False, metadata={"help": "LSQ learnable scale"})
 
     def __post_init__(self) -> None:
+        _check_how(self.granularity, self.scale_method, self.learnable_scale, "quantizer")
+
+    def at(self, bits: int) -> QuantSpec:
+        """This quantizer at ``bits`` bits: one layer's :class:`QuantSpec`."""
+        return QuantSpec(bits=bits, granularity=self.granularity,
+                         scale_method=self.scale_method, learnable_scale=self.learnable_scale)
+
+
+@dataclass(frozen=True, kw_only=True)
+class QuantSpec:
+    """How one weight tensor is quantized: a bit-width and the :class:`Quantizer` fields.
+
+    Attributes:
+        bits: bit-width b in 1..8. b >= 2: codes in [-(2^(b-1)-1), 2^(b-1)-1];
+            b = 1: codes in {-1, +1} (sign, with sign(0) = +1) and scale mean|W|.
+        granularity, scale_method, learnable_scale: as in :class:`Quantizer`.
+    """
+
+    bits: int = field(default=8, metadata={"help": "bit-width, 1..8"})
+    granularity: Granularity = "per_channel"
+    scale_method: ScaleMethod = "max"
+    learnable_scale: bool = False
+
+    def __post_init__(self) -> None:
         check_bits(self.bits, what="QuantSpec.bits")
-        if self.granularity not in GRANULARITIES:
-            raise ValueError(
-                f"QuantSpec.granularity must be one of {GRANULARITIES}, got {self.granularity!r}"
-            )
-        if self.scale_method not in SCALE_METHODS:
-            raise ValueError(
-                f"QuantSpec.scale_method must be one of {SCALE_METHODS}, "
-                f"got {self.scale_method!r}"
-            )
-        if not isinstance(self.learnable_scale, bool):
-            raise ValueError(
-                f"QuantSpec.learnable_scale must be a bool, got {self.learnable_scale!r}"
-            )
+        _check_how(self.granularity, self.scale_method, self.learnable_scale, "QuantSpec")
+
+    @property
+    def quantizer(self) -> Quantizer:
+        """The spec without its bit-width."""
+        return Quantizer(granularity=self.granularity, scale_method=self.scale_method,
+                         learnable_scale=self.learnable_scale)
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready dict of the fields."""
@@ -115,6 +144,7 @@ __all__ = [
     "SCALE_METHODS",
     "Granularity",
     "QuantSpec",
+    "Quantizer",
     "ScaleMethod",
     "check_bits",
 ]

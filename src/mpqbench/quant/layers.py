@@ -35,7 +35,6 @@ effective weight packed; g and v are not kept.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from typing import Any
 
@@ -47,7 +46,7 @@ from torch.nn.utils import parametrize
 
 from mpqbench.quant._unwrap import unwrap_module
 from mpqbench.quant.allocation import Allocation
-from mpqbench.quant.formats import QuantSpec
+from mpqbench.quant.formats import Quantizer, QuantSpec
 from mpqbench.quant.primitives import (
     choose_scale,
     dequantize,
@@ -235,14 +234,14 @@ def _quantizable(name: str, module: nn.Module) -> type[nn.Module]:
     )
 
 
-def prepare_(model: Any, allocation: Allocation, spec: QuantSpec | None = None) -> Any:
+def prepare_(model: Any, allocation: Allocation, quantizer: Quantizer | None = None) -> Any:
     """Swap every layer the allocation quantizes for its fake-quantized twin, in place.
 
     Args:
         model: an ``nn.Module``, or a SpeechModel (its ``.model`` is modified).
         allocation: layer name -> bits; ``None`` entries are left untouched.
-        spec: granularity, scale method and learnable-scale setting shared by all layers;
-            its ``bits`` is replaced per layer by the allocation. Default ``QuantSpec()``
+        quantizer: granularity, scale method and learnable-scale setting shared by all
+            layers (each layer's bits come from the allocation). Default ``Quantizer()``
             (per channel, max scale, fixed).
 
     Returns:
@@ -252,9 +251,13 @@ def prepare_(model: Any, allocation: Allocation, spec: QuantSpec | None = None) 
 
     Raises:
         ValueError: the allocation names a module the model lacks, a module that is not an
-            ``nn.Linear``/``nn.Conv1d``, or one that is already fake-quantized.
+            ``nn.Linear``/``nn.Conv1d``, one that is already fake-quantized, or a
+            ``quantizer`` that is not a :class:`Quantizer`.
     """
-    spec = spec or QuantSpec()
+    quantizer = quantizer or Quantizer()
+    if not isinstance(quantizer, Quantizer):
+        raise ValueError(f"prepare_ takes a Quantizer (no bits: the allocation gives each "
+                         f"layer's), got {type(quantizer).__name__}")
     module = unwrap_module(model)
     name_of = getattr(model, "name", None)
     if isinstance(name_of, str) and name_of != allocation.model:
@@ -264,8 +267,7 @@ def prepare_(model: Any, allocation: Allocation, spec: QuantSpec | None = None) 
     for name, bits in allocation.quantized.items():
         layer = module.get_submodule(name)
         cls = _quantizable(name, layer)
-        layer_spec = dataclasses.replace(spec, bits=bits)
-        replacements[name] = cls.from_float(layer, layer_spec)
+        replacements[name] = cls.from_float(layer, quantizer.at(bits))
     replace_modules_(module, replacements)
     logger.info("prepare_: %d layers fake-quantized", len(replacements))
     return model

@@ -36,11 +36,11 @@ import torch
 from tqdm.auto import tqdm
 
 from mpqbench import distributed as ddp
-from mpqbench.bench.data.types import Utterance
-from mpqbench.bench.workloads.adapter import SpeechModel
 from mpqbench.errors import TrainingDiverged
 from mpqbench.quant.checkpoint import load_latest_checkpoint, save_checkpoint
 from mpqbench.timing import stage_timer
+from mpqbench.workloads.adapter import SpeechModel
+from mpqbench.workloads.data.types import Utterance
 
 log = logging.getLogger(__name__)
 

@@ -69,7 +69,7 @@ from torch import nn
 from torch.nn.modules.linear import NonDynamicallyQuantizableLinear
 
 from mpqbench.quant.allocation import Allocation
-from mpqbench.quant.formats import QuantSpec, check_bits
+from mpqbench.quant.formats import Quantizer, check_bits
 from mpqbench.quant.layers import (
     FAKE_QUANT_TYPES,
     QuantConv1d,
@@ -243,7 +243,7 @@ def mixed_fake_quantize(
         y: ``(K,)`` mixing weights (probabilities, or a straight-through one-hot); may
             require grad.
         bits: the K candidate bit-widths.
-        granularity: scale granularity, as in :class:`QuantSpec`.
+        granularity: scale granularity, as in :class:`Quantizer`.
         scale_method: ``"max"`` or ``"mse"``.
         qmax: :func:`candidate_qmax` of ``bits`` (built here when None); ``qmin`` its
             negation.
@@ -301,7 +301,7 @@ class _SupernetMixin:
     qmin_values: torch.Tensor
     bit_values: torch.Tensor
     training: bool
-    spec: QuantSpec
+    quantizer: Quantizer
     candidates: tuple[int, ...]
     alpha: nn.Parameter
     tau: float
@@ -310,16 +310,19 @@ class _SupernetMixin:
     pending_mixing: torch.Tensor | None
 
     def _init_supernet(
-        self, candidates: Sequence[int], spec: QuantSpec, *, hard: bool, tau: float,
+        self, candidates: Sequence[int], quantizer: Quantizer, *, hard: bool, tau: float,
         init_logits: Sequence[float] | None, keep_candidates: bool,
     ) -> None:
-        if spec.learnable_scale:
+        if not isinstance(quantizer, Quantizer):
+            raise ValueError(f"supernet layers take a Quantizer (no bits: the candidates give "
+                             f"them), got {type(quantizer).__name__}")
+        if quantizer.learnable_scale:
             raise ValueError(
                 "supernet layers derive scales from the weight on every forward; "
-                "learnable scales (QuantSpec.learnable_scale) are not supported"
+                "learnable scales (Quantizer.learnable_scale) are not supported"
             )
         self.candidates = check_candidates(candidates)
-        self.spec = spec
+        self.quantizer = quantizer
         self.hard = bool(hard)
         self.tau = float(tau)
         self.keep_candidates = bool(keep_candidates)
@@ -362,7 +365,7 @@ class _SupernetMixin:
     def quantized_weight(self) -> torch.Tensor:
         """The weight this forward uses: the Gumbel mix in training, argmax in eval."""
         w = self.weight
-        spec = self.spec
+        spec = self.quantizer
         y, self.pending_mixing = self.pending_mixing, None
         if not self.training:
             b = self.argmax_bits()
@@ -380,7 +383,7 @@ class _SupernetMixin:
         base = super().extra_repr()  # type: ignore[misc]
         mode = "hard" if self.hard else "soft"
         return (f"{base}, candidates={list(self.candidates)}, {mode}, tau={self.tau:g}, "
-                f"{self.spec.granularity}, scale={self.spec.scale_method}")
+                f"{self.quantizer.granularity}, scale={self.quantizer.scale_method}")
 
 
 class SupernetLinear(_SupernetMixin, nn.Linear):
@@ -391,7 +394,7 @@ class SupernetLinear(_SupernetMixin, nn.Linear):
 
     @classmethod
     def from_float(
-        cls, linear: nn.Linear, candidates: Sequence[int], spec: QuantSpec | None = None, *,
+        cls, linear: nn.Linear, candidates: Sequence[int], quantizer: Quantizer | None = None, *,
         hard: bool = False, tau: float = 1.0, init_logits: Sequence[float] | None = None,
         keep_candidates: bool = True,
     ) -> SupernetLinear:
@@ -400,7 +403,7 @@ class SupernetLinear(_SupernetMixin, nn.Linear):
         Args:
             linear: the layer to wrap.
             candidates: bit-widths (sorted ascending internally).
-            spec: granularity and scale method (``bits`` ignored; no learnable scale).
+            quantizer: granularity and scale method (no learnable scale).
             hard: straight-through one-hot sampling instead of soft mixing.
             tau: initial Gumbel-softmax temperature.
             init_logits: initial ``alpha``, aligned with the sorted candidates (default
@@ -409,11 +412,11 @@ class SupernetLinear(_SupernetMixin, nn.Linear):
                 :func:`mixed_fake_quantize`).
 
         Raises:
-            ValueError: bad candidates, a learnable-scale spec, or wrong init_logits.
+            ValueError: bad candidates, a learnable-scale quantizer, or wrong init_logits.
         """
         new = cls(linear.in_features, linear.out_features, linear.bias is not None, device="meta")
         _adopt(new, linear)
-        new._init_supernet(candidates, spec or QuantSpec(), hard=hard, tau=tau,
+        new._init_supernet(candidates, quantizer or Quantizer(), hard=hard, tau=tau,
                            init_logits=init_logits, keep_candidates=keep_candidates)
         return new
 
@@ -429,7 +432,7 @@ class SupernetConv1d(_SupernetMixin, nn.Conv1d):
 
     @classmethod
     def from_float(
-        cls, conv: nn.Conv1d, candidates: Sequence[int], spec: QuantSpec | None = None, *,
+        cls, conv: nn.Conv1d, candidates: Sequence[int], quantizer: Quantizer | None = None, *,
         hard: bool = False, tau: float = 1.0, init_logits: Sequence[float] | None = None,
         keep_candidates: bool = True,
     ) -> SupernetConv1d:
@@ -440,7 +443,7 @@ class SupernetConv1d(_SupernetMixin, nn.Conv1d):
             bias=conv.bias is not None, padding_mode=conv.padding_mode, device="meta",
         )
         _adopt(new, conv)
-        new._init_supernet(candidates, spec or QuantSpec(), hard=hard, tau=tau,
+        new._init_supernet(candidates, quantizer or Quantizer(), hard=hard, tau=tau,
                            init_logits=init_logits, keep_candidates=keep_candidates)
         return new
 
@@ -476,7 +479,7 @@ def prepare_supernet_(
     model: nn.Module,
     eligible: Sequence[str],
     candidates: Sequence[int] = DEFAULT_CANDIDATES,
-    spec: QuantSpec | None = None,
+    quantizer: Quantizer | None = None,
     *,
     hard: bool = False,
     tau: float = 1.0,
@@ -489,7 +492,7 @@ def prepare_supernet_(
         model: the ``nn.Module`` (e.g. ``SpeechModel.model``).
         eligible: module names to make searchable.
         candidates: candidate bit-widths of every layer.
-        spec: granularity / scale method (``bits`` ignored; no learnable scale).
+        quantizer: granularity / scale method (no learnable scale); default ``Quantizer()``.
         hard: straight-through hard sampling.
         tau: initial temperature.
         init_logits: initial logits of every layer (default zeros).
@@ -502,9 +505,9 @@ def prepare_supernet_(
 
     Raises:
         ValueError: an unknown name, a module that is not Linear/Conv1d, one already
-            quantized, bad candidates, or a learnable-scale spec.
+            quantized, bad candidates, or a learnable-scale quantizer.
     """
-    spec = spec or QuantSpec()
+    quantizer = quantizer or Quantizer()
     candidates = check_candidates(candidates)
     names = list(dict.fromkeys(eligible))
     present = dict(model.named_modules())
@@ -515,7 +518,7 @@ def prepare_supernet_(
     for name in names:
         module = present[name]
         cls = _supernet_class(name, module)
-        replacements[name] = cls.from_float(module, candidates, spec, hard=hard, tau=tau,
+        replacements[name] = cls.from_float(module, candidates, quantizer, hard=hard, tau=tau,
                                             init_logits=init_logits,
                                             keep_candidates=keep_candidates)
     replace_modules_(model, replacements)
@@ -622,7 +625,7 @@ def extract_(
     Returns:
         The allocation (supernet layer names in model order -> bits). The new
         :class:`QuantLinear` / :class:`QuantConv1d` layers share the weight Parameter (and
-        bias, parametrization) of the supernet layer and its spec; ``alpha`` is dropped.
+        bias, parametrization) of the supernet layer and its quantizer; ``alpha`` is dropped.
 
     Raises:
         ValueError: no supernet layer, an override for an unknown layer, or a bit-width that
@@ -644,8 +647,7 @@ def extract_(
                 f"extract_: layer {name!r} gets {b} bits, not one of its candidates "
                 f"{list(layer.candidates)}"
             )
-        spec = QuantSpec(bits=b, granularity=layer.spec.granularity,
-                         scale_method=layer.spec.scale_method)
+        spec = layer.quantizer.at(b)
         cls = QuantLinear if isinstance(layer, SupernetLinear) else QuantConv1d
         replacements[name] = cls.from_float(layer, spec)  # type: ignore[arg-type]
         chosen[name] = b

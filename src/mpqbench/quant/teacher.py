@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from mpqbench.bench.data.types import Utterance
-from mpqbench.bench.workloads.adapter import ModelBatch, SpeechModel
+from mpqbench.workloads.adapter import ModelBatch, SpeechModel
+from mpqbench.workloads.data.types import Utterance
 
 log = logging.getLogger(__name__)
 

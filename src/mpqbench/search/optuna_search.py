@@ -94,7 +94,6 @@ import hashlib
 import json
 import logging
 import math
-import re
 import threading
 import time
 import warnings
@@ -108,6 +107,7 @@ from optuna.distributions import CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 
+from mpqbench._names import safe_name
 from mpqbench.method import (
     Budget,
     MethodResult,
@@ -116,10 +116,10 @@ from mpqbench.method import (
     Workload,
     register_method,
 )
+from mpqbench.method.fixed_bits import qat_fixed_bits
 from mpqbench.quant.accounting import layer_sizes
 from mpqbench.quant.allocation import Allocation
-from mpqbench.quant.fixed_bits import qat_fixed_bits
-from mpqbench.quant.formats import QuantSpec, check_bits
+from mpqbench.quant.formats import Quantizer, check_bits
 from mpqbench.quant.qat import TrainConfig
 from mpqbench.search.optuna_storage import open_storage, redact, supports_heartbeat
 from mpqbench.search.ptq_proxy import PROXIES, Proxy, PTQProxy
@@ -196,8 +196,8 @@ class OptunaConfig:
     max_new_tokens: int | None = field(
         default=None, metadata={"help": "token cap of seq2seq decoding (wer proxy)"}
     )
-    quantizer: QuantSpec = field(
-        default_factory=QuantSpec, metadata={"help": "granularity / scale (bits ignored)"}
+    quantizer: Quantizer = field(
+        default_factory=Quantizer, metadata={"help": "granularity / scale method"}
     )
     train: TrainConfig = field(
         default_factory=TrainConfig, metadata={"help": "settings of the final QAT stage"}
@@ -306,7 +306,7 @@ def _fingerprint(workload: Workload, problem: SearchProblem, config: OptunaConfi
 
 def default_study_name(workload: Workload, target: Target, budget: Budget, fingerprint: str) -> str:
     """``optuna-<model>-<target>-seed<seed>-<fingerprint>`` (model name made filename-safe)."""
-    model = re.sub(r"[^A-Za-z0-9._-]+", "_", workload.name).strip("_")[-60:] or "model"
+    model = safe_name(workload.name, limit=60)
     return f"optuna-{model}-{target.label()}-seed{budget.seed}-{fingerprint}"
 
 

@@ -21,7 +21,7 @@ Proxies (lower is better):
   teacher-forced on the references (Whisper) or frame-wise (CTC). The 32-bit outputs are
   computed once on entry and kept as a top-k :class:`~mpqbench.quant.teacher.TeacherCache`;
   the dev batches are collated once and reused by every score.
-- ``"wer"``: corpus WER of greedy decoding on the dev subset (:func:`~mpqbench.bench.evaluate`).
+- ``"wer"``: corpus WER of greedy decoding on the dev subset (:func:`~mpqbench.workloads.evaluate`).
   Noisier (a step function of few errors on a small subset) and, for seq2seq models, far
   slower.
 
@@ -40,13 +40,13 @@ from typing import Literal
 import torch
 from torch import nn
 
-from mpqbench.bench.data.types import Utterance
-from mpqbench.bench.evaluate import evaluate
-from mpqbench.bench.workloads.adapter import ModelBatch, SpeechModel
-from mpqbench.quant.formats import QuantSpec, check_bits
+from mpqbench.quant.formats import Quantizer, check_bits
 from mpqbench.quant.layers import replace_modules_
 from mpqbench.quant.primitives import choose_scale, fake_quantize
 from mpqbench.quant.teacher import DEFAULT_TOP_K, TeacherCache
+from mpqbench.workloads.adapter import ModelBatch, SpeechModel
+from mpqbench.workloads.data.types import Utterance
+from mpqbench.workloads.evaluate import evaluate
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class PTQProxy:
         layers: module names that allocations give bits to.
         dev: the dev utterances the proxy is computed on.
         proxy: ``"kl"`` or ``"wer"`` (see the module docstring).
-        quantizer: granularity and scale method (``bits`` and ``learnable_scale`` ignored).
+        quantizer: granularity and scale method (``learnable_scale`` ignored).
         batch_size: dev utterances per forward / ``transcribe`` call.
         max_new_tokens: token cap for seq2seq decoding (``"wer"`` only; None: the model's).
         top_k: teacher tokens kept per position (``"kl"``; exact KL when >= vocabulary).
@@ -112,7 +112,7 @@ class PTQProxy:
         dev: Sequence[Utterance],
         *,
         proxy: Proxy = "kl",
-        quantizer: QuantSpec | None = None,
+        quantizer: Quantizer | None = None,
         batch_size: int = 16,
         max_new_tokens: int | None = None,
         top_k: int = DEFAULT_TOP_K,
@@ -129,7 +129,7 @@ class PTQProxy:
         self.layers = list(layers)
         self.dev = list(dev)
         self.proxy = proxy
-        self.spec = dataclasses.replace(quantizer or QuantSpec(), learnable_scale=False)
+        self.spec = dataclasses.replace(quantizer or Quantizer(), learnable_scale=False)
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
         self.top_k = top_k

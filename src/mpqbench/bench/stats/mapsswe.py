@@ -44,7 +44,7 @@ Deviations from SCTK, all at edges where SCTK is undefined or table-bound:
 - Alignment: the test takes the alignments it is given. sclite aligns with substitution
   4, insertion 3, deletion 3; mpqbench's default scoring (``alignment="unit"``) uses unit
   costs, which can give a different S/D/I split and, rarely, a different error total. Score
-  with ``alignment="sclite"`` (:mod:`mpqbench.bench.metrics.wer`) to reproduce sclite's
+  with ``alignment="sclite"`` (:mod:`mpqbench.workloads.metrics.wer`) to reproduce sclite's
   alignments; given the same alignments, the segments and Z equal ``sc_stats``' exactly.
 - No segments at all (neither system made an error): SCTK divides 0 by 0; here Z = 0,
   p = 1, not significant.

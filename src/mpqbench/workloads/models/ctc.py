@@ -51,15 +51,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mpqbench.bench.data.types import Utterance
-from mpqbench.bench.workloads.adapter import (
+from mpqbench.workloads.adapter import (
     SAMPLE_RATE,
     ForwardOutput,
     ModelBatch,
     SpeechModel,
     Transcript,
 )
-from mpqbench.bench.workloads.ctc_text import normalize_for_vocab
+from mpqbench.workloads.data.types import Utterance
+from mpqbench.workloads.models.ctc_text import normalize_for_vocab
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ class CTCSpeechModel(SpeechModel):
     def reference_text(self, text: str) -> str:
         """``text`` rewritten into the model's alphabet, words separated by spaces.
 
-        See :mod:`mpqbench.bench.workloads.ctc_text` for every rule (case, numbers,
+        See :mod:`mpqbench.workloads.models.ctc_text` for every rule (case, numbers,
         punctuation, characters outside the vocabulary).
         """
         return normalize_for_vocab(text, self._alphabet)

@@ -15,7 +15,7 @@ Every utterance keeps its reference word count N, substitutions S, deletions D,
 insertions I, the normalised texts, and the word alignment as a string over ``C S D I``
 (correct, substitution, deletion, insertion) in alignment order, under unit costs
 (default) or sclite's 4/3/3 costs (``alignment="sclite"``; see
-:mod:`mpqbench.bench.metrics.alignment`). Removing the ``I``
+:mod:`mpqbench.workloads.metrics.alignment`). Removing the ``I``
 characters leaves one character per reference word. Significance tests (MAPSSWE,
 bootstrap) are computed from these rows, never from the corpus totals.
 """
@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 from importlib import resources
 from typing import Any
 
-from mpqbench.bench.metrics.alignment import DEFAULT_ALIGNMENT, align, check_alignment
+from mpqbench.workloads.metrics.alignment import DEFAULT_ALIGNMENT, align, check_alignment
 
 #: Alignment operation characters.
 OP_CORRECT, OP_SUBSTITUTION, OP_DELETION, OP_INSERTION = "C", "S", "D", "I"
@@ -127,7 +127,7 @@ def align_words(
         hyp_words: hypothesis words (may be empty).
         alignment: ``"unit"`` (unit costs, via jiwer) or ``"sclite"`` (sclite's
             substitution 4 / insertion 3 / deletion 3 and its tie-breaking); see
-            :mod:`mpqbench.bench.metrics.alignment`.
+            :mod:`mpqbench.workloads.metrics.alignment`.
 
     Returns:
         The operations in alignment order.

@@ -6,7 +6,7 @@
     <root>/<split>/<speaker>/<chapter>/<speaker>-<chapter>.trans.txt   # lines "ID TEXT"
 
 Audio may be FLAC, WAV, Ogg Vorbis or Ogg Opus at any sample rate (see
-:func:`~mpqbench.bench.data.audio.read_audio`). Scanning a split reads only directory
+:func:`~mpqbench.workloads.data.audio.read_audio`). Scanning a split reads only directory
 listings and transcripts and checks that audio and transcripts pair up one to one; audio
 is decoded when an utterance is accessed. Utterances are ordered by id (plain string sort),
 so every run sees the same order.
@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import overload
 
-from mpqbench.bench.data.audio import AUDIO_EXTENSIONS, audio_num_samples, read_audio
-from mpqbench.bench.data.types import Utterance
+from mpqbench.workloads.data.audio import AUDIO_EXTENSIONS, audio_num_samples, read_audio
+from mpqbench.workloads.data.types import Utterance
 
 _TRANS_SUFFIX = ".trans.txt"
 

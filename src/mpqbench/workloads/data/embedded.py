@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from mpqbench.bench.data.librispeech import LibriSpeechSplit
+from mpqbench.workloads.data.librispeech import LibriSpeechSplit
 
 #: The ``--data`` value that selects the embedded corpus.
 EMBEDDED = "embedded"

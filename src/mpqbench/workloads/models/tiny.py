@@ -1,6 +1,6 @@
 """Tiny random-initialised models of the real model classes, for tests only.
 
-Each builder returns a real :class:`~mpqbench.bench.workloads.adapter.SpeechModel` of the same
+Each builder returns a real :class:`~mpqbench.workloads.adapter.SpeechModel` of the same
 transformers class as the full-size model, small enough to run in milliseconds on a CPU.
 """
 
@@ -23,7 +23,7 @@ def tiny_whisper(source: str = "tiny-whisper", *, seed: int = 0):
         seed: initialisation seed.
 
     Returns:
-        a :class:`~mpqbench.bench.workloads.whisper.WhisperSpeechModel` named ``tiny-whisper``.
+        a :class:`~mpqbench.workloads.models.whisper.WhisperSpeechModel` named ``tiny-whisper``.
 
     Raises:
         ValueError: unknown ``source``.
@@ -35,8 +35,8 @@ def tiny_whisper(source: str = "tiny-whisper", *, seed: int = 0):
     from tokenizers import Tokenizer
     from transformers import WhisperConfig, WhisperForConditionalGeneration
 
-    from mpqbench.bench.workloads.whisper import WhisperDecoding, WhisperSpeechModel
-    from mpqbench.bench.workloads.whisper_convert import (
+    from mpqbench.workloads.models.whisper import WhisperDecoding, WhisperSpeechModel
+    from mpqbench.workloads.models.whisper_convert import (
         PACKAGED_WHISPER,
         package_file,
         special_tokens,
@@ -126,7 +126,7 @@ def tiny_ctc(source: str, *, seed: int = 0):
 
     The model, a ``Wav2Vec2CTCTokenizer`` built from ``vocab.json`` and a
     ``Wav2Vec2FeatureExtractor`` are saved into a temporary directory and loaded back with
-    :func:`mpqbench.bench.workloads.ctc.load_ctc`, so tests exercise the real loading path.
+    :func:`mpqbench.workloads.models.ctc.load_ctc`, so tests exercise the real loading path.
     The global torch RNG is left untouched.
 
     Args:
@@ -134,7 +134,7 @@ def tiny_ctc(source: str, *, seed: int = 0):
         seed: initialisation seed.
 
     Returns:
-        a :class:`~mpqbench.bench.workloads.ctc.CTCSpeechModel` named ``tiny-ctc:<source>``.
+        a :class:`~mpqbench.workloads.models.ctc.CTCSpeechModel` named ``tiny-ctc:<source>``.
 
     Raises:
         ValueError: unknown ``source``.
@@ -145,7 +145,7 @@ def tiny_ctc(source: str, *, seed: int = 0):
     import torch
     import transformers
 
-    from mpqbench.bench.workloads.ctc import SUPPORTED_MODEL_TYPES, load_ctc
+    from mpqbench.workloads.models.ctc import SUPPORTED_MODEL_TYPES, load_ctc
 
     if source not in _TINY_CTC:
         raise ValueError(f"unknown tiny CTC family {source!r}; choose one of {sorted(_TINY_CTC)}")

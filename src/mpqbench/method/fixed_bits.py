@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from mpqbench.method import Budget, StageTiming, Workload
+from mpqbench.method.interface import Budget, StageTiming, Workload
 from mpqbench.quant.allocation import Allocation
-from mpqbench.quant.formats import QuantSpec
+from mpqbench.quant.formats import Quantizer
 from mpqbench.quant.layers import prepare_
 from mpqbench.quant.qat import TrainConfig, TrainResult, train
 from mpqbench.timing import device_label
@@ -20,7 +20,7 @@ def qat_fixed_bits(
     workload: Workload,
     allocation: Allocation,
     *,
-    quantizer: QuantSpec,
+    quantizer: Quantizer,
     budget: Budget,
     train_config: TrainConfig,
     desc: str,
@@ -33,7 +33,7 @@ def qat_fixed_bits(
     Args:
         workload: the model is modified in place (``prepare_``, then trained).
         allocation: layer -> bits (None keeps a layer 32-bit).
-        quantizer: granularity / scale method / learnable scale (its ``bits`` is ignored).
+        quantizer: granularity / scale method / learnable scale of every layer.
         budget: ``train_steps``, ``batch_size`` and ``seed`` are used.
         train_config: the shared loop's settings.
         desc: progress-bar label.
@@ -53,7 +53,7 @@ def qat_fixed_bits(
         too) and the loop's result.
     """
     if prepare:
-        prepare_(workload.model.model, allocation, dataclasses.replace(quantizer, bits=8))
+        prepare_(workload.model.model, allocation, quantizer)
     checkpoint_dir = None
     if workload.checkpoint_dir is not None:
         checkpoint_dir = workload.checkpoint_dir / stage

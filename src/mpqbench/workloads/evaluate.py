@@ -17,17 +17,17 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from mpqbench.bench.data.types import Utterance
-from mpqbench.bench.metrics.alignment import DEFAULT_ALIGNMENT, check_alignment
-from mpqbench.bench.metrics.wer import (
+from mpqbench.timing import synchronize
+from mpqbench.workloads.adapter import SAMPLE_RATE, SpeechModel
+from mpqbench.workloads.data.types import Utterance
+from mpqbench.workloads.metrics.alignment import DEFAULT_ALIGNMENT, check_alignment
+from mpqbench.workloads.metrics.wer import (
     UtteranceScore,
     WerTotals,
     corpus_totals,
     normalize_text,
     score_utterance,
 )
-from mpqbench.bench.workloads.adapter import SAMPLE_RATE, SpeechModel
-from mpqbench.timing import synchronize
 
 logger = logging.getLogger(__name__)
 
@@ -105,13 +105,13 @@ def evaluate(
 
     Args:
         model: the recogniser.
-        split: the utterances; a :class:`~mpqbench.bench.data.LibriSpeechSplit` is read
+        split: the utterances; a :class:`~mpqbench.workloads.data.LibriSpeechSplit` is read
             lazily, one batch at a time.
         batch_size: clips per ``transcribe`` call.
         max_new_tokens: token cap for seq2seq decoding (``None``: the model's default).
         progress: show a tqdm progress bar.
         alignment: WER alignment weighting, ``"unit"`` or ``"sclite"``
-            (:mod:`mpqbench.bench.metrics.alignment`).
+            (:mod:`mpqbench.workloads.metrics.alignment`).
 
     Returns:
         Per-utterance rows in split order, totals, capped count and timing.

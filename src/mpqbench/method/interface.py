@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
-from mpqbench.bench.data.types import Utterance
-from mpqbench.bench.workloads.adapter import SpeechModel
+from mpqbench.quant.allocation import Allocation
+from mpqbench.workloads.adapter import SpeechModel
+from mpqbench.workloads.data.types import Utterance
 
 #: Modules that define methods; importing one registers its methods.
 METHOD_MODULES = (
@@ -188,13 +189,13 @@ class MethodResult:
 
     Attributes:
         model: the compressed model (fake-quantized, trained), ready to evaluate.
-        allocation: the per-layer bits (a ``mpqbench.quant.Allocation``).
+        allocation: the per-layer bits.
         stages: per-stage timings; compression time is their sum.
         info: method-specific, JSON-serialisable extras (learned logits, sensitivities, ...).
     """
 
     model: SpeechModel
-    allocation: Any
+    allocation: Allocation
     stages: list[StageTiming]
     info: dict[str, Any] = field(default_factory=dict)
 

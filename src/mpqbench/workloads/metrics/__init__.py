@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mpqbench.bench.metrics.wer import (
+from mpqbench.workloads.metrics.wer import (
     UtteranceScore,
     WerTotals,
     corpus_totals,

@@ -35,15 +35,15 @@ from torch import nn
 from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
 from transformers.utils import logging as hf_logging
 
-from mpqbench.bench.data.types import Utterance
-from mpqbench.bench.workloads.adapter import (
+from mpqbench.workloads.adapter import (
     SAMPLE_RATE,
     ForwardOutput,
     ModelBatch,
     SpeechModel,
     Transcript,
 )
-from mpqbench.bench.workloads.whisper_convert import converted_whisper_dir, special_tokens
+from mpqbench.workloads.data.types import Utterance
+from mpqbench.workloads.models.whisper_convert import converted_whisper_dir, special_tokens
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,78 @@
+"""Building a method's workload from names: the one place every command (``run``,
+``quantize``, ``search``, ``eval``) loads a model, sets its window, selects its layers and
+opens its data."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from mpqbench.method import TeacherSource, Workload
+from mpqbench.quant.allocation import Allocation, build_allocation
+from mpqbench.workloads.adapter import SpeechModel
+from mpqbench.workloads.data.embedded import open_split
+from mpqbench.workloads.models.registry import load_model
+
+
+def open_model(name: str, *, device: str, whisper_window_s: int | None = None) -> SpeechModel:
+    """Load a registered model (or local checkpoint) and set its Whisper encoder window.
+
+    Raises:
+        ValueError: an unknown model, or a window for a model that is not Whisper.
+    """
+    model = load_model(name, device=device)
+    if whisper_window_s is not None:
+        if not hasattr(model, "set_window_"):
+            raise ValueError(f"whisper_window_s applies to Whisper models, not {name!r}")
+        model.set_window_(whisper_window_s)
+    return model
+
+
+def eligible_layers(model: SpeechModel, groups: Sequence[str],
+                    rules: Sequence[str] = ()) -> Allocation:
+    """The layers a run may quantize: ``groups`` of the model's layer groups, then
+    ``PATTERN=BITS`` rules (8 bits stands in for "quantized"; ``none`` keeps a layer 32-bit).
+
+    Raises:
+        ValueError: an unknown group or a bad rule.
+    """
+    return build_allocation(model.name, model.layer_groups(), 8, groups=tuple(groups),
+                            rules=tuple(rules))
+
+
+def open_dev(data: str, split: str, size: int, seed: int):
+    """The seeded dev subset the search proxies score (``size`` utterances at most)."""
+    dev = open_split(data, split)
+    return dev.subset(min(size, len(dev)), seed=seed)
+
+
+def make_workload(
+    model: SpeechModel,
+    eligible: Allocation,
+    *,
+    data: str,
+    train_split: str | None,
+    dev_split: str,
+    dev_subset: int,
+    seed: int,
+    teacher: TeacherSource,
+    device: str,
+    checkpoint_dir: Path | None = None,
+) -> Workload:
+    """A :class:`~mpqbench.method.Workload` over ``model``'s ``eligible`` layers.
+
+    Args:
+        train_split: the training split, or None for a method that trains nothing (the
+            standalone precision search).
+        dev_split, dev_subset, seed: the proxy utterances (:func:`open_dev`).
+    """
+    train = open_split(data, train_split) if train_split is not None else []
+    return Workload(
+        name=model.name, model=model, train=train,
+        dev=open_dev(data, dev_split, dev_subset, seed),
+        eligible=list(eligible.quantized), teacher=teacher, device=device,
+        checkpoint_dir=checkpoint_dir,
+    )
+
+
+__all__ = ["eligible_layers", "make_workload", "open_dev", "open_model"]
