@@ -1,11 +1,13 @@
 """The contract every compression method passes (STYLE.md 12).
 
-A new method joins by adding one entry to METHODS: (registry name, config fields for a
-fast run on tiny models). Each method must be deterministic under a seed, spend exactly
-``budget.train_steps`` QAT steps (the steps of its ``kind="qat"`` stages; ``kind="search"``
-stages are precision learning, outside that budget), give every eligible layer a
-bit-width, meet the target average bits within TOLERANCE_BITS (or, for uniform, hit its
-nearest integer), and return the common result shape.
+The contract's list is :func:`~mpqbench.method.available_methods` itself, so a new method
+cannot skip it: a registered method runs here with its default config, or with the fast
+variants :data:`FAST_VARIANTS` gives it on tiny models. Each method must be deterministic
+under a seed, spend exactly ``budget.train_steps`` QAT steps (the steps of its
+``kind="qat"`` stages; ``kind="search"`` stages are precision learning, outside that
+budget), give every eligible layer a bit-width, meet the target average bits within
+TOLERANCE_BITS (or, for uniform, hit its nearest integer), and return the common result
+shape.
 """
 
 from __future__ import annotations
@@ -14,24 +16,47 @@ import numpy as np
 import pytest
 import torch
 
-from mpqbench.bench.data.types import Utterance
-from mpqbench.bench.workloads.registry import load_model
-from mpqbench.method import Budget, MethodResult, Target, Workload, make_config, run_method
+from mpqbench.method import (
+    Budget,
+    MethodResult,
+    Target,
+    Workload,
+    available_methods,
+    make_config,
+    run_method,
+)
 from mpqbench.quant.accounting import account
 from mpqbench.quant.allocation import allocation_for
 from mpqbench.quant.teacher import build_teacher_cache
+from mpqbench.workloads.data.types import Utterance
+from mpqbench.workloads.models.registry import load_model
 
 #: How far a mixed-precision method's average bits may sit above its target.
 TOLERANCE_BITS = 0.25
 
-METHODS: list = [  # (name, params), or pytest.param((name, params), id=...)
-    ("uniform", {}),
-    ("one_stage", {"arch_lr": 0.05, "pass2_frac": 0.34}),
-    ("optuna", {"dev_batch_size": 3, "population_size": 4}),
-    pytest.param(("two_stage", {"stage1": "hessian"}), id="two_stage-hessian"),
-    pytest.param(("two_stage", {"stage1": "kl"}), id="two_stage-kl"),
-    pytest.param(("two_stage", {"stage1": "dnas", "arch_lr": 0.05}), id="two_stage-dnas"),
+#: Config variants per method (id -> params) for a fast run on tiny models; a method
+#: missing here runs once with its default config.
+FAST_VARIANTS: dict[str, dict[str, dict]] = {
+    "one_stage": {"one_stage": {"arch_lr": 0.05, "pass2_frac": 0.34}},
+    "optuna": {"optuna": {"dev_batch_size": 3, "population_size": 4}},
+    "two_stage": {
+        "two_stage-hessian": {"stage1": "hessian"},
+        "two_stage-kl": {"stage1": "kl"},
+        "two_stage-dnas": {"stage1": "dnas", "arch_lr": 0.05},
+    },
+}
+
+METHODS = [
+    pytest.param((name, params), id=variant)
+    for name in available_methods()
+    for variant, params in FAST_VARIANTS.get(name, {name: {}}).items()
 ]
+
+
+def test_the_contract_covers_every_registered_method():
+    assert {p.values[0][0] for p in METHODS} == set(available_methods())
+    assert set(FAST_VARIANTS) <= set(available_methods()), "a variant of no method"
+
 
 TEXTS = ["THE CAT SAT", "A DOG RAN HOME", "BIRDS SING", "WE WALK TO TOWN", "IT IS COLD"]
 
@@ -62,7 +87,7 @@ def run(name: str, params: dict, target: Target, seed: int = 0) -> tuple[Workloa
     return workload, result
 
 
-@pytest.fixture(params=METHODS, ids=[m[0] if isinstance(m[0], str) else None for m in METHODS])
+@pytest.fixture(params=METHODS)
 def method(request):
     return request.param
 

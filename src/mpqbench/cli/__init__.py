@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "mpqbench.cli.run_cmd",
     "mpqbench.cli.report_cmd",
     "mpqbench.cli.compare_cmd",
+    "mpqbench.cli.methods_cmd",
     "mpqbench.cli.restat_cmd",
     "mpqbench.cli.search_cmd",
 )
