@@ -23,9 +23,9 @@ from mpqbench.bench import runner
 from mpqbench.bench.cell import CellSpec, run_cell
 from mpqbench.bench.suite import load_suite
 from mpqbench.method import Budget, Target
-from mpqbench.method.fixed_bits import DEFAULT_CHECKPOINT_EVERY
 from mpqbench.quant import qat
 from mpqbench.quant.checkpoint import list_checkpoints, save_checkpoint
+from mpqbench.quant.qat import DEFAULT_CHECKPOINT_EVERY
 from test_run_sigkill import strip
 from test_suite_runner import SUITE
 

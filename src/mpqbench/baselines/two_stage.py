@@ -87,10 +87,8 @@ class TwoStageConfig(SupernetSearchConfig):
     :class:`mpqbench.search.one_stage.OneStageConfig` extends too (candidates {2, 4, 8},
     soft mixing, tau 1.0 -> 0.1 exponential, arch_lr 0.02, penalty budget with weight 10),
     so a comparison changes only what it means to change. Hessian: one probe per batch (more
-    distinct batches per HVP spent) and finite-difference HVPs: on whisper-tiny.en (CPU, 8
-    utterances, 20 s window) an autograd double-backward HVP took 17x as long as a
-    finite-difference one (about 2 gradients), and the two agreed probe for probe to a
-    median 0.13% (max 3%) per layer, far inside one Rademacher probe's own variance.
+    distinct batches per HVP spent) and finite-difference HVPs (about 2 gradients each;
+    why they are the default: docs/FINDINGS.md, "two_stage hessian").
     """
 
     config_name: ClassVar[str] = "two_stage"

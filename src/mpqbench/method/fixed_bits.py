@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 from mpqbench.method.interface import Budget, StageTiming, Workload
 from mpqbench.quant.allocation import Allocation
 from mpqbench.quant.formats import Quantizer
 from mpqbench.quant.layers import prepare_
 from mpqbench.quant.qat import TrainConfig, TrainResult, train
 from mpqbench.timing import device_label
-
-#: Steps between checkpoints when the workload has a checkpoint directory and the train
-#: config leaves ``checkpoint_every`` at 0 (a record does not depend on it).
-DEFAULT_CHECKPOINT_EVERY = 10
 
 
 def qat_fixed_bits(
@@ -44,9 +38,9 @@ def qat_fixed_bits(
             (e.g. extracted from a supernet); then ``quantizer`` is not used.
 
     With ``workload.checkpoint_dir`` set, the loop checkpoints to ``checkpoint_dir / stage``
-    every ``train_config.checkpoint_every`` steps (:data:`DEFAULT_CHECKPOINT_EVERY` when 0)
-    and resumes from the newest checkpoint that passes its checksum; a resumed stage ends
-    with the same weights, history and step count as an uninterrupted one.
+    every ``train_config.checkpoint_every`` steps (none when it is 0) and resumes from the
+    newest checkpoint that passes its checksum; a resumed stage ends with the same weights,
+    history and step count as an uninterrupted one.
 
     Returns:
         The stage timing (``kind="qat"``; ``steps`` counts the steps run before a resume
@@ -57,9 +51,6 @@ def qat_fixed_bits(
     checkpoint_dir = None
     if workload.checkpoint_dir is not None:
         checkpoint_dir = workload.checkpoint_dir / stage
-        if train_config.checkpoint_every == 0:
-            train_config = dataclasses.replace(train_config,
-                                               checkpoint_every=DEFAULT_CHECKPOINT_EVERY)
     result = train(
         workload.model,
         workload.train,
@@ -76,4 +67,4 @@ def qat_fixed_bits(
     return timing, result
 
 
-__all__ = ["DEFAULT_CHECKPOINT_EVERY", "qat_fixed_bits"]
+__all__ = ["qat_fixed_bits"]

@@ -12,19 +12,17 @@ point, ``max`` one reduction).
 Speed: every QAT forward fake-quantizes every layer. With the ``max`` scale the codes are
 in range by construction, so the quantizer skips the clamp and the STE mask (scale: abs,
 amax, divide, guard; quantizer: reciprocal, multiply, round, multiply; backward: pass
-through). Measured on an H200, whisper-tiny.en-shaped model (4+4 layers, d 384, ffn 1536),
-batch 8, one AdamW step, all 64 block linears at 4 bits: fp32 39.0 ms; max scale 41.3 ms
-(1.06x time, 1.03x peak memory); LSQ 44.6 ms (1.14x, 1.07x). Two faster-looking options
-were slower and are not used: torch's ``torch.fake_quantize_per_channel_affine`` reads
-``zero_point.min()/max()`` with ``.item()``, a device synchronisation per call (1.42x), and
-``torch.compile`` of scale + quantizer (1.58x: call and guard overhead of 64 small compiled
-calls outweigh the fusion).
+through). torch's ``fake_quantize_per_channel_affine`` (a device synchronisation per call)
+and ``torch.compile`` of scale + quantizer were slower and are not used (measured:
+docs/FINDINGS.md, "Fake-quantization speed").
 
 Exactness: ``convert_`` packs what the forward computes -- :meth:`fake_quant_with_scale`
 returns the fake-quantized weight together with the very scale tensor it used, the codes
 are ``round(weight_q / scale)`` (exact: weight_q = codes * scale with |codes| <= 127), and
 ``codes * scale == weight_q`` is checked bit for bit -- so the packed model reproduces the
-fake-quant outputs whichever kernels (CPU, CUDA) produced them.
+fake-quant outputs whichever kernels (CPU, CUDA) produced them, when both run in the same
+autograd mode (inference): with autograd recording, torch may take another matmul path for
+a weight that requires grad, which rounds differently.
 
 Parametrized weights: a layer whose ``weight`` is produced by a parametrization (wav2vec2's
 positional convolution uses ``torch.nn.utils.parametrizations.weight_norm``) keeps that

@@ -45,6 +45,10 @@ from mpqbench.workloads.data.types import Utterance
 log = logging.getLogger(__name__)
 
 
+#: Steps between checkpoints by default (a cell checkpoints only with a checkpoint dir).
+DEFAULT_CHECKPOINT_EVERY = 10
+
+
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
     """Optimisation settings of the shared loop (the same for every method by default)."""
@@ -55,7 +59,8 @@ class TrainConfig:
     min_lr_frac: float = field(default=0.0, metadata={"help": "final lr as a fraction of peak"})
     eta: float = field(default=1.0, metadata={"help": "weight of the KL-to-teacher term"})
     grad_clip: float = field(default=1.0, metadata={"help": "max gradient norm (0: off)"})
-    checkpoint_every: int = field(default=0, metadata={"help": "steps between checkpoints"})
+    checkpoint_every: int = field(default=DEFAULT_CHECKPOINT_EVERY, metadata={
+        "help": "steps between checkpoints when the run has a checkpoint directory (0: none)"})
 
     def __post_init__(self) -> None:
         if not self.lr > 0:
@@ -308,4 +313,11 @@ def _rank_loss(
     return loss, parts
 
 
-__all__ = ["TrainConfig", "TrainResult", "batch_indices", "lr_factor", "train"]
+__all__ = [
+    "DEFAULT_CHECKPOINT_EVERY",
+    "TrainConfig",
+    "TrainResult",
+    "batch_indices",
+    "lr_factor",
+    "train",
+]

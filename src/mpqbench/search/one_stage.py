@@ -53,14 +53,8 @@ sensitivity well below that for most layers); ``pass2_frac`` 0.1 (a short fine-t
 extracted sub-network, which the soft mixture never trained alone, and of layers the repair
 moved).
 
-Measured step-budget dependence (whisper-tiny.en, embedded corpus, 20 s window, 4-bit
-target, these defaults; dev split, 100 utterances): with ``train_steps`` 40 (36 supernet
-steps) the logits of a layer end at most 0.65 nats apart (Adam moves a logit by about
-``arch_lr`` per step), the argmax averages 2.70 bits with 27 layers at 2 bits and dev WER is
-185%; with ``train_steps`` 200 they end up to 2.25 nats apart, the argmax keeps 59 layers at
-4 bits and 5 at 2 (3.91 bits, no fill) and dev WER is 12.10%, against 11.46% for uniform
-4-bit QAT at the same 200 steps. On this model the method needs a step budget in the
-hundreds; raising ``arch_lr`` instead (0.1-0.2 at 40 steps) made it worse (348-430%).
+Measured: the method needs a step budget in the hundreds on whisper-tiny.en to move its
+logits at all (docs/FINDINGS.md, "one_stage: the step budget decides").
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Optuna precision search: per-layer bits chosen by a constrained sampler, then QAT.
 
-DESIGN.md section 5, issue 4 item 3. Two stages:
+DESIGN.md section 5. Two stages:
 
 1. **search** -- one Optuna trial is one allocation: a categorical parameter per eligible
    layer, named ``"bits:<module name>"`` (:func:`param_name`), over ``config.candidates``.
@@ -24,15 +24,7 @@ Choices and why (defaults):
   The alternative, ``"proxy+bits"``, minimises (proxy, average bits) as two objectives under
   the same constraint; NSGA-II's crowding then keeps part of the population at the low-bit
   end of the feasible front, of no use when one allocation at the target is wanted.
-  Measured (whisper-tiny.en, KL proxy on 2 dev utterances of a flite/espeak-ng stand-in
-  made before the embedded corpus existed, NSGA-II population 16, 16 warm
-  starts, 48 trials, seeds 0 / 1): at a 3-bit target the best feasible KL was 7.64 / 7.25
-  with one objective, 7.64 / 7.62 with two, 7.69 / 7.77 for 48 projected-random warm
-  starts alone (uniform 2-bit: 8.50). At a 4-bit target all of them -- and TPE -- kept
-  uniform 4-bit (KL 0.34): every other allocation within 4 bits needs layers below 4 bits,
-  which post-training quantization (max scale) damages far more than 6/8-bit layers repair;
-  candidates (2, 3, 4, 6, 8) gave the same answer. The Pareto front is summarised either
-  way from the evaluated trials.
+  Measured at 3 and 4 bits: docs/FINDINGS.md, "Optuna search".
 - **Sampler** (``sampler="nsga2"``), seeded with ``budget.seed`` (+ a per-worker offset).
   NSGA-II with ``population_size=16``: Optuna's default of 50 leaves only a couple of
   generations at the trial counts a benchmark can afford.
@@ -48,15 +40,12 @@ Choices and why (defaults):
   weight (data free, no forward pass); (3..) random allocations projected onto the target:
   lowered one candidate step at a random layer until feasible, then raised one step at a
   time in random order while feasible. With per-layer uniform random sampling almost no
-  allocation of a 64-layer model is feasible at 3-4 bits (the mean is 4.7 bits for {2,4,8}):
-  measured at 3 bits, all 16 random trials of a generation were infeasible. The warm starts
-  are NSGA-II's generation 0 (see :func:`_run_trial`) and trials of the budget, not extra.
-  Heuristic (2) is cheap but weak: at 3 bits (same measurement) its KL, 9.8, was worse
-  than uniform 2-bit (8.5) and than 14 / 15 of the 15 other warm starts -- below 4 bits the
-  PTQ model is broken and the weight error does not rank layers by their effect on the
-  output. It is kept as one documented trial; better sensitivity orders are future work.
+  allocation of a 64-layer model is feasible at 3-4 bits (the mean is 4.7 bits for {2,4,8}).
+  The warm starts are NSGA-II's generation 0 (see :func:`_run_trial`) and trials of the
+  budget, not extra. Heuristic (2) is cheap but weak below 4 bits (docs/FINDINGS.md); it is
+  kept as one documented trial.
 
-Budget, storage and resume (DESIGN.md section 8, issue 6):
+Budget, storage and resume (DESIGN.md section 8):
 
 - ``storage``: None (in-memory), any SQLAlchemy URL (``sqlite:///x.db``,
   ``postgresql://...``) or ``journal:PATH`` (see :mod:`mpqbench.search.optuna_storage`).
