@@ -7,6 +7,7 @@ import json
 import pytest
 
 from librispeech_tree import make_corpus
+from mpqbench.bench.records import RECORD_SCHEMA
 from mpqbench.cli import main
 from mpqbench.workloads.data import LibriSpeechSplit
 from mpqbench.workloads.evaluate import evaluate
@@ -68,26 +69,31 @@ def test_eval_writes_a_complete_record(corpus, tmp_path, capsys, model, family, 
     summary = capsys.readouterr().out
     assert "WER" in summary and str(out) in summary
     record = json.loads(out.read_text())
-    assert record["model"] == model and record["model_family"] == family
-    assert record["split"] == "test-clean"
-    assert record["data"]["source"] == str(corpus.resolve())
-    assert record["device"]["type"] == "cpu" and record["device"]["name"]
-    assert {"torch", "transformers", "mpqbench"} <= set(record["versions"])
-    assert record["decoding"] == {
-        "method": "greedy", "batch_size": 4, "max_new_tokens": cap,
+    assert record["schema"] == RECORD_SCHEMA and record["kind"] == "eval"
+    assert record["config"] == {
+        "model": model, "data": str(corpus.resolve()), "split": "test-clean", "limit": None,
+        "seed": None, "decoding": "greedy", "batch_size": 4, "max_new_tokens": cap,
         "normalizer": "openai-whisper-english", "alignment": "unit",
     }
-    rows = record["utterances"]
+    assert record["model_family"] == family
+    assert record["data"]["source"] == str(corpus.resolve())
+    env = record["environment"]  # the same block as cell records
+    assert env["device"]["type"] == "cpu" and env["device"]["name"]
+    assert {"torch", "transformers", "mpqbench"} <= set(env["libraries"])
+    assert list(record["splits"]) == ["test-clean"]
+    split = record["splits"]["test-clean"]
+    assert split["alignment"] == "unit"
+    rows = split["utterances"]
     assert [r["id"] for r in rows] == LibriSpeechSplit(corpus, "test-clean").ids
     for row in rows:
         UtteranceScore.from_dict(row)  # counts agree with the alignment string
         assert isinstance(row["capped"], bool)
-    totals = record["totals"]
+    totals = split["totals"]
     for key in "nsdi":
         assert totals[key] == sum(r[key] for r in rows)
-    assert record["wer"] == pytest.approx((totals["s"] + totals["d"] + totals["i"]) / totals["n"])
-    assert record["num_capped"] == sum(r["capped"] for r in rows)
-    assert record["timing"]["wall_s"] > 0 and record["timing"]["utterances_per_s"] > 0
+    assert split["wer"] == pytest.approx((totals["s"] + totals["d"] + totals["i"]) / totals["n"])
+    assert split["num_capped"] == sum(r["capped"] for r in rows)
+    assert split["timing"]["wall_s"] > 0 and split["timing"]["utterances_per_s"] > 0
     assert list(out.parent.iterdir()) == [out]  # no temporary file left beside it
 
 
@@ -98,10 +104,11 @@ def test_limit_and_default_path(corpus, tmp_path, monkeypatch):
     assert main(argv) == 0
     out = tmp_path / "results" / "eval" / f"tiny-whisper__{corpus.name}__test-clean.json"
     record = json.loads(out.read_text())
-    assert record["num_utterances"] == 2 and record["data"]["limit"] == 2
-    assert record["data"]["utterances_in_split"] == 6
-    assert record["decoding"]["max_new_tokens"] == 128  # Whisper's default cap, recorded
-    assert record["decoding"]["alignment"] == "sclite"
+    assert record["splits"]["test-clean"]["num_utterances"] == 2
+    assert record["config"]["limit"] == 2 and record["data"]["utterances_in_split"] == 6
+    assert record["config"]["max_new_tokens"] == 128  # Whisper's default cap, recorded
+    assert record["config"]["alignment"] == "sclite"
+    assert record["splits"]["test-clean"]["alignment"] == "sclite"
 
 
 def test_existing_record_is_kept_without_overwrite(corpus, tmp_path, capsys):
@@ -111,7 +118,7 @@ def test_existing_record_is_kept_without_overwrite(corpus, tmp_path, capsys):
     assert "already exists" in capsys.readouterr().err
     assert out.read_text() == "precious\n"
     assert _eval(corpus, out, "--overwrite", "--limit", "1") == 0
-    assert json.loads(out.read_text())["num_utterances"] == 1
+    assert json.loads(out.read_text())["splits"]["test-clean"]["num_utterances"] == 1
 
 
 def test_interrupted_run_leaves_no_record(corpus, tmp_path, monkeypatch, capsys):

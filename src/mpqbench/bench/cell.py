@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mpqbench.bench.environment import device_info, git_revision, library_versions
+from mpqbench.bench.records import RECORD_SCHEMA, environment_block, split_record
 from mpqbench.bench.stats import (
     MapssweResult,
     bootstrap_wer_diff,
@@ -47,13 +47,11 @@ from mpqbench.quant.qat import TrainConfig
 from mpqbench.quant.teacher import DEFAULT_TOP_K, TeacherCache, build_teacher_cache
 from mpqbench.timing import device_label, stage_timer
 from mpqbench.workloads.data.embedded import EMBEDDED, embedded_manifest_sha256, open_split
-from mpqbench.workloads.evaluate import EvalResult, evaluate
+from mpqbench.workloads.evaluate import evaluate
 from mpqbench.workloads.metrics.alignment import DEFAULT_ALIGNMENT, check_alignment
 
 log = logging.getLogger(__name__)
 
-#: Version of the cell record layout; bump when a field changes meaning.
-CELL_RECORD_SCHEMA = 1
 #: The method name of the uncompressed reference system.
 FP32 = "fp32"
 #: What the 32-bit reference is: the model as loaded, or fine-tuned under the cell's budget.
@@ -196,19 +194,6 @@ class CellSpec:
         )
 
 
-def split_record(result: EvalResult) -> dict[str, Any]:
-    """A split's evaluation as stored in records (raw per-utterance rows kept)."""
-    return {
-        "alignment": result.alignment,
-        "wer": result.wer,
-        "totals": result.totals.to_dict(),
-        "num_utterances": len(result.rows),
-        "num_capped": result.num_capped,
-        "timing": result.timing_dict(),
-        "utterances": [r.to_dict() for r in result.rows],
-    }
-
-
 def _paired_test(
     reference: Mapping[str, Any], system: Mapping[str, Any]
 ) -> tuple[dict[str, Any], MapssweResult]:
@@ -348,7 +333,7 @@ def run_cell(
                        alignment=spec.alignment_name)
         evaluations[name] = split_record(res)
     record: dict[str, Any] = {
-        "schema": CELL_RECORD_SCHEMA,
+        "schema": RECORD_SCHEMA,
         "kind": "cell",
         "config": spec.to_dict(),
         "config_hash": spec.config_hash(),
@@ -364,11 +349,7 @@ def run_cell(
         "shared_stages": [teacher_stage] if teacher_stage else [],
         "info": info,
         "splits": evaluations,
-        "environment": {
-            "device": device_info(device),
-            "libraries": library_versions(),
-            "git": git_revision(),
-        },
+        "environment": environment_block(device),
     }
     if spec.method != FP32:
         if reference is None:
@@ -392,13 +373,11 @@ def summary_line(record: Mapping[str, Any]) -> str:
 
 
 __all__ = [
-    "CELL_RECORD_SCHEMA",
     "FP32",
     "FP32_REFERENCES",
     "CellSpec",
     "judge_against_reference",
     "run_cell",
     "significance",
-    "split_record",
     "summary_line",
 ]

@@ -14,7 +14,7 @@ from typing import Any
 
 from mpqbench._atomic import atomic_write_json
 from mpqbench._names import safe_name
-from mpqbench.bench.environment import device_info, git_revision, library_versions
+from mpqbench.bench.records import RECORD_SCHEMA, environment_block, split_record
 from mpqbench.bench.workload import open_model
 from mpqbench.cli._shared import positive_int, resolve_device
 from mpqbench.workloads.data.embedded import EMBEDDED, embedded_manifest_sha256, open_split
@@ -23,7 +23,6 @@ from mpqbench.workloads.metrics.alignment import ALIGNMENTS, DEFAULT_ALIGNMENT
 from mpqbench.workloads.models.registry import available_models
 
 #: Version of the eval record layout; bump when a field changes meaning.
-RECORD_SCHEMA = 1
 DEFAULT_OUT_DIR = Path("results") / "eval"
 
 
@@ -114,7 +113,8 @@ def build_record(
     total_in_split: int,
     result: EvalResult,
 ) -> dict[str, Any]:
-    """The JSON record of one evaluation (config + environment + raw per-utterance counts)."""
+    """The JSON record of one evaluation, in the layout of every record
+    (:mod:`mpqbench.bench.records`): config, environment, and the split's raw rows."""
     embedded = args.data == EMBEDDED
     data: dict[str, Any] = {
         "source": EMBEDDED if embedded else str(Path(args.data).expanduser().resolve()),
@@ -127,29 +127,25 @@ def build_record(
     if args.data == EMBEDDED:
         data["manifest_sha256"] = embedded_manifest_sha256()
     return {
-        "kind": "eval",
         "schema": RECORD_SCHEMA,
+        "kind": "eval",
         "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "model": args.model,
-        "model_family": model_family,
-        "data": data,
-        "split": args.split,
-        "device": device_info(device),
-        "versions": library_versions(),
-        "git": git_revision(),
-        "decoding": {
-            "method": "greedy",
+        "config": {
+            "model": args.model,
+            "data": data["source"],
+            "split": args.split,
+            "limit": args.limit,
+            "seed": data["seed"],
+            "decoding": "greedy",
             "batch_size": result.batch_size,
             "max_new_tokens": result.max_new_tokens,
             "normalizer": "openai-whisper-english",
             "alignment": result.alignment,
         },
-        "wer": result.wer,
-        "totals": result.totals.to_dict(),
-        "num_utterances": len(result.rows),
-        "num_capped": result.num_capped,
-        "timing": result.timing_dict(),
-        "utterances": [row.to_dict() for row in result.rows],
+        "model_family": model_family,
+        "data": data,
+        "environment": environment_block(device),
+        "splits": {args.split: split_record(result)},
     }
 
 
