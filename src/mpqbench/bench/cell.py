@@ -106,6 +106,18 @@ class CellSpec:
     fp32_reference: str | None = None
     alignment: str | None = None
 
+    @classmethod
+    def default(cls, name: str) -> Any:
+        """The default of field ``name`` (the one place suites and the CLI take it from).
+
+        Raises:
+            KeyError: no such field, or one without a default.
+        """
+        value = cls.__dataclass_fields__[name].default
+        if value is dataclasses.MISSING:
+            raise KeyError(f"CellSpec.{name} has no default")
+        return value
+
     def __post_init__(self) -> None:
         if self.alignment is not None:
             try:

@@ -146,7 +146,7 @@ def load_suite(name_or_path: str) -> Suite:
     _only(suite, _SUITE_KEYS, where, "[suite]")
     name = _plain_name(_get(suite, "name", str, where, "suite.name"), where, "suite.name")
     description = _get(suite, "description", str, where, "suite.description", default="")
-    data = _get(suite, "data", str, where, "suite.data", default="embedded")
+    data = _get(suite, "data", str, where, "suite.data", default=CellSpec.default("data"))
     if not data:
         raise ValueError(f"{where}: suite.data must not be empty")
     models = _strings(suite, "models", where)
@@ -179,10 +179,11 @@ def load_suite(name_or_path: str) -> Suite:
         raise ValueError(f"{where}: [budget]: {exc}") from exc
     except ValueError as exc:
         raise ValueError(f"{where}: {exc}") from exc
-    eval_splits = _strings(suite, "eval_splits", where, default=["test-clean", "test-other"])
+    eval_splits = _strings(suite, "eval_splits", where,
+                           default=list(CellSpec.default("eval_splits")))
     for i, split in enumerate(eval_splits):
         _plain_name(split, where, f"suite.eval_splits[{i}]")
-    groups = _strings(suite, "groups", where, default=["blocks"])
+    groups = _strings(suite, "groups", where, default=list(CellSpec.default("groups")))
     for i, group in enumerate(groups):
         if group not in LAYER_GROUPS:
             raise ValueError(
@@ -200,16 +201,19 @@ def load_suite(name_or_path: str) -> Suite:
         "eval_splits": tuple(eval_splits),
         "groups": tuple(groups),
         "rules": tuple(rules),
-        "eval_batch_size": _int(suite, "eval_batch_size", where, default=16),
+        "eval_batch_size": _int(suite, "eval_batch_size", where,
+                                default=CellSpec.default("eval_batch_size")),
         "max_new_tokens": _int(suite, "max_new_tokens", where, default=None),
         "eval_limit": _int(suite, "eval_limit", where, default=None),
         "whisper_window_s": _int(suite, "whisper_window_s", where, default=None,
                                  high=_MAX_WHISPER_WINDOW_S),
         "train_split": _plain_name(
-            _get(suite, "train_split", str, where, "suite.train_split", default="train"),
+            _get(suite, "train_split", str, where, "suite.train_split",
+                 default=CellSpec.default("train_split")),
             where, "suite.train_split"),
         "dev_split": _plain_name(
-            _get(suite, "dev_split", str, where, "suite.dev_split", default="dev"),
+            _get(suite, "dev_split", str, where, "suite.dev_split",
+                 default=CellSpec.default("dev_split")),
             where, "suite.dev_split"),
         "fp32_reference": _get(suite, "fp32_reference", str, where, "suite.fp32_reference",
                                default=None),

@@ -37,6 +37,11 @@ from mpqbench.workloads.metrics.alignment import ALIGNMENTS, DEFAULT_ALIGNMENT
 log = logging.getLogger(__name__)
 
 
+def budget_default(name: str) -> int:
+    """The default of :class:`~mpqbench.method.Budget` field ``name``."""
+    return int(Budget.__dataclass_fields__[name].default)
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``quantize`` subcommand."""
     p = subparsers.add_parser(
@@ -56,12 +61,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="method config field (TOML value; dotted keys for nested, e.g. "
                    "train.lr=1e-4); repeatable")
     p.add_argument("--train-steps", type=int, default=50, help="QAT steps (50)")
-    p.add_argument("--batch-size", type=int, default=8, help="utterances per step (8)")
-    p.add_argument("--search-budget", type=int, default=0, help="search steps/trials (0)")
-    p.add_argument("--dev-subset", type=int, default=32, help="dev utterances for proxies (32)")
-    p.add_argument("--seed", type=int, default=0, help="seed (0)")
-    p.add_argument("--eval-splits", default="test-clean,test-other",
-                   help="comma-separated splits to evaluate (test-clean,test-other)")
+    for name in ("batch_size", "search_budget", "dev_subset", "seed"):
+        default = budget_default(name)
+        help_text = Budget.__dataclass_fields__[name].metadata["help"]
+        p.add_argument(f"--{name.replace('_', '-')}", type=int, default=default,
+                       help=f"{help_text} ({default})")
+    splits = ",".join(CellSpec.default("eval_splits"))
+    p.add_argument("--eval-splits", default=splits,
+                   help=f"comma-separated splits to evaluate ({splits})")
     add_layer_selection_args(p)
     p.add_argument("--eval-limit", type=int, default=None, metavar="N",
                    help="evaluate a fixed seeded subset of N utterances per split")
