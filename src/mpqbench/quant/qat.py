@@ -171,76 +171,39 @@ def train(
         raise ValueError(f"steps must be >= 0 and batch_size >= 1, got {steps}, {batch_size}")
     if len(data) == 0:
         raise ValueError("training data is empty")
-    world, rank = ddp.world_size(), ddp.rank()
-    multi = ddp.is_distributed()
-    if multi:
-        ddp.shard_bounds(batch_size, world, rank)  # refuse a batch smaller than the world
+    ranks = _Ranks(batch_size, model.device)
     module = model.model
-    device = model.device
-    special = {id(p) for g in extra_param_groups for p in g["params"]}
-    weights = [p for p in module.parameters() if p.requires_grad and id(p) not in special]
-    groups = [{"params": weights, "lr": config.lr, "weight_decay": config.weight_decay}]
-    groups += [{"weight_decay": 0.0, **g, "params": list(g["params"])} for g in extra_param_groups]
-    optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = _optimizer(module, config, extra_param_groups)
     peak = [g["lr"] for g in optimizer.param_groups]
     all_params = [p for g in optimizer.param_groups for p in g["params"]]
-
-    start, history = 0, []
-    resumed = checkpoint_dir is not None and config.checkpoint_every > 0
-    state = load_latest_checkpoint(checkpoint_dir) if resumed and checkpoint_dir else None
-    if state is not None:
-        start, ckpt = state
-        module.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        torch.set_rng_state(ckpt["rng_cpu"])
-        if device.type == "cuda" and "rng_cuda" in ckpt:
-            torch.cuda.set_rng_state(ckpt["rng_cuda"], device)
-        history = list(ckpt["history"])
-        log.info("%s: resumed from checkpoint at step %d", desc, start)
-    else:
-        torch.manual_seed(seed)
-    if multi:
-        ddp.check_same_on_all_ranks(start, f"{desc}: the resumed step", device)
-        seen = {id(p) for p in all_params}
-        shared = all_params + [p for p in module.parameters() if id(p) not in seen]
-        ddp.broadcast_tensors_(shared + list(module.buffers()))
+    checkpointing = checkpoint_dir is not None and config.checkpoint_every > 0
+    start, history = _resume_or_seed(model, optimizer, checkpoint_dir if checkpointing else None,
+                                     seed, desc)
+    ranks.start_together(start, desc, module, all_params)
 
     use_kl = teacher is not None and config.eta > 0
     module.train()
-    with stage_timer(device) as watch:
+    with stage_timer(model.device) as watch:
         bar = tqdm(total=steps, initial=start, desc=desc, unit="step",
                    disable=not (progress and ddp.is_rank0()))
         for step in range(start, steps):
             factor = lr_factor(step, steps, config.warmup_frac, config.min_lr_frac)
             for g, base in zip(optimizer.param_groups, peak, strict=True):
                 g["lr"] = base * factor
-            if multi:
-                ddp.broadcast_rng_state_(device)
+            ranks.share_rng()
             if on_step is not None:
                 on_step(step)
-            idx = batch_indices(len(data), batch_size, step, seed)
-            if multi:
-                lo, hi = ddp.shard_bounds(len(idx), world, rank)
-                idx = idx[lo:hi]
+            idx = ranks.my_share(batch_indices(len(data), batch_size, step, seed))
             batch = model.make_batch([data[i] for i in idx])
             out = model.forward(batch)
             kl = teacher.kl(batch, out.logits, out.mask) if use_kl else None
-            if multi:
-                loss, parts = _rank_loss(model, out, kl, len(idx), world, config.eta)
-            else:
-                loss = out.loss if kl is None else out.loss + config.eta * kl
-                parts = {"task": float(out.loss.detach())}
-                if kl is not None:
-                    parts["kl"] = float(kl.detach())
+            loss, parts = ranks.loss(model, out, kl, len(idx), config.eta)
             if extra_loss is not None:
                 extra = extra_loss(step)
                 if extra is not None:
                     loss = loss + extra
                     parts["extra"] = float(extra.detach())
-            total = (
-                parts["task"] + config.eta * parts.get("kl", 0.0) + parts.get("extra", 0.0)
-                if multi else float(loss.detach())
-            )
+            total = ranks.total(loss, parts, config.eta)
             if not math.isfinite(total):
                 raise TrainingDiverged(
                     f"{desc}: loss is {total} at step {step} ({parts}); lower the "
@@ -258,20 +221,116 @@ def train(
             bar.update(1)
             bar.set_postfix(loss=f"{parts['loss']:.3f}")
             done = step + 1
-            if (resumed and checkpoint_dir and done % config.checkpoint_every == 0
-                    and done < steps and ddp.is_rank0()):
-                ckpt = {
-                    "model": module.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "rng_cpu": torch.get_rng_state(),
-                    "history": history,
-                }
-                if device.type == "cuda":
-                    ckpt["rng_cuda"] = torch.cuda.get_rng_state(device)
-                save_checkpoint(checkpoint_dir, done, ckpt)
+            if (checkpointing and checkpoint_dir is not None
+                    and done % config.checkpoint_every == 0 and done < steps):
+                _checkpoint(checkpoint_dir, done, model, optimizer, history)
         bar.close()
     return TrainResult(steps=steps - start, resumed_from=start, seconds=watch.seconds,
                        history=history)
+
+
+def _optimizer(module: torch.nn.Module, config: TrainConfig,
+               extra_param_groups: Sequence[dict[str, Any]]) -> torch.optim.AdamW:
+    """AdamW over the trainable weights (``config.lr``) and the extra groups (own lr)."""
+    special = {id(p) for g in extra_param_groups for p in g["params"]}
+    weights = [p for p in module.parameters() if p.requires_grad and id(p) not in special]
+    groups = [{"params": weights, "lr": config.lr, "weight_decay": config.weight_decay}]
+    groups += [{"weight_decay": 0.0, **g, "params": list(g["params"])} for g in extra_param_groups]
+    return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def _resume_or_seed(model: SpeechModel, optimizer: torch.optim.Optimizer,
+                    checkpoint_dir: Path | None, seed: int,
+                    desc: str) -> tuple[int, list[dict[str, float]]]:
+    """Load the newest valid checkpoint (model, optimizer, RNG, history) or seed the RNG.
+
+    Returns:
+        ``(first step to run, history so far)``.
+    """
+    state = load_latest_checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
+    if state is None:
+        torch.manual_seed(seed)
+        return 0, []
+    start, ckpt = state
+    model.model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    torch.set_rng_state(ckpt["rng_cpu"])
+    if model.device.type == "cuda" and "rng_cuda" in ckpt:
+        torch.cuda.set_rng_state(ckpt["rng_cuda"], model.device)
+    log.info("%s: resumed from checkpoint at step %d", desc, start)
+    return start, list(ckpt["history"])
+
+
+def _checkpoint(checkpoint_dir: Path, done: int, model: SpeechModel,
+                optimizer: torch.optim.Optimizer, history: list[dict[str, float]]) -> None:
+    """Rank 0 writes the state after ``done`` steps (other ranks hold the same state)."""
+    if not ddp.is_rank0():
+        return
+    ckpt = {
+        "model": model.model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "rng_cpu": torch.get_rng_state(),
+        "history": history,
+    }
+    if model.device.type == "cuda":
+        ckpt["rng_cuda"] = torch.cuda.get_rng_state(model.device)
+    save_checkpoint(checkpoint_dir, done, ckpt)
+
+
+class _Ranks:
+    """What the loop does differently under a multi-rank process group, in one place.
+
+    Single process: every method is the identity or a no-op. Several ranks: each takes its
+    slice of the seeded global batch, the ranks start from the same state and share the
+    RNG each step, and the loss is weighted so that averaging gradients over ranks gives
+    the global batch's gradient (:func:`_rank_loss`).
+    """
+
+    def __init__(self, batch_size: int, device: torch.device) -> None:
+        self.world, self.rank = ddp.world_size(), ddp.rank()
+        self.multi = ddp.is_distributed()
+        self.device = device
+        if self.multi:
+            ddp.shard_bounds(batch_size, self.world, self.rank)  # refuse a too-small batch
+
+    def start_together(self, start: int, desc: str, module: torch.nn.Module,
+                       params: list[torch.nn.Parameter]) -> None:
+        """Check every rank resumed at ``start``; give every rank rank 0's tensors."""
+        if not self.multi:
+            return
+        ddp.check_same_on_all_ranks(start, f"{desc}: the resumed step", self.device)
+        seen = {id(p) for p in params}
+        shared = params + [p for p in module.parameters() if id(p) not in seen]
+        ddp.broadcast_tensors_(shared + list(module.buffers()))
+
+    def share_rng(self) -> None:
+        """Every rank draws the same random numbers this step (e.g. Gumbel noise)."""
+        if self.multi:
+            ddp.broadcast_rng_state_(self.device)
+
+    def my_share(self, idx: list[int]) -> list[int]:
+        """This rank's slice of the global batch's indices."""
+        if not self.multi:
+            return idx
+        lo, hi = ddp.shard_bounds(len(idx), self.world, self.rank)
+        return idx[lo:hi]
+
+    def total(self, loss: torch.Tensor, parts: dict[str, float], eta: float) -> float:
+        """The global batch's loss: this process's loss, or the ranks' parts combined."""
+        if not self.multi:
+            return float(loss.detach())
+        return parts["task"] + eta * parts.get("kl", 0.0) + parts.get("extra", 0.0)
+
+    def loss(self, model: SpeechModel, out: Any, kl: torch.Tensor | None, n_items: int,
+             eta: float) -> tuple[torch.Tensor, dict[str, float]]:
+        """The loss to back-propagate on this rank and the global batch's loss parts."""
+        if self.multi:
+            return _rank_loss(model, out, kl, n_items, self.world, eta)
+        loss = out.loss if kl is None else out.loss + eta * kl
+        parts = {"task": float(out.loss.detach())}
+        if kl is not None:
+            parts["kl"] = float(kl.detach())
+        return loss, parts
 
 
 def _rank_loss(
