@@ -7,7 +7,8 @@ under a seed, spend exactly ``budget.train_steps`` QAT steps (the steps of its
 ``kind="qat"`` stages; ``kind="search"`` stages are precision learning, outside that
 budget), give every eligible layer a bit-width, meet the target average bits within
 TOLERANCE_BITS (or, for uniform, hit its nearest integer), and return the common result
-shape.
+shape. The reference method (``fp32``) passes the same contract except that it leaves
+every eligible layer 32-bit and has no target to meet.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from mpqbench.method import (
     Target,
     Workload,
     available_methods,
+    compression_methods,
+    get_method,
     make_config,
     run_method,
 )
@@ -53,9 +56,13 @@ METHODS = [
 ]
 
 
+COMPRESSING = [p for p in METHODS if not get_method(p.values[0][0]).reference]
+
+
 def test_the_contract_covers_every_registered_method():
     assert {p.values[0][0] for p in METHODS} == set(available_methods())
     assert set(FAST_VARIANTS) <= set(available_methods()), "a variant of no method"
+    assert {p.values[0][0] for p in COMPRESSING} == set(compression_methods())
 
 
 TEXTS = ["THE CAT SAT", "A DOG RAN HOME", "BIRDS SING", "WE WALK TO TOWN", "IT IS COLD"]
@@ -92,13 +99,21 @@ def method(request):
     return request.param
 
 
+@pytest.fixture(params=COMPRESSING)
+def compressing(request):
+    return request.param
+
+
 def test_returns_common_shape_and_covers_every_eligible_layer(method):
     name, params = method
     workload, result = run(name, params, Target(avg_bits=4))
     assert isinstance(result, MethodResult)
     assert result.model is workload.model
     assert set(result.allocation.layers) == set(workload.eligible)
-    assert all(b is not None for b in result.allocation.layers.values())
+    if get_method(name).reference:
+        assert all(b is None for b in result.allocation.layers.values())
+    else:
+        assert all(b is not None for b in result.allocation.layers.values())
     assert result.stages and all(s.seconds >= 0 for s in result.stages)
     assert result.compression_seconds == pytest.approx(sum(s.seconds for s in result.stages))
 
@@ -111,8 +126,8 @@ def test_spends_exactly_the_training_budget(method):
 
 
 @pytest.mark.parametrize("target_bits", [3.0, 4.0, 6.0])
-def test_meets_the_target_average_bits(method, target_bits):
-    name, params = method
+def test_meets_the_target_average_bits(compressing, target_bits):
+    name, params = compressing
     workload, result = run(name, params, Target(avg_bits=target_bits))
     avg = account(workload.model.model, result.allocation).avg_bits.value
     if name == "uniform":

@@ -39,11 +39,7 @@ from mpqbench.bench.stats import (
 )
 from mpqbench.bench.workload import eligible_layers, make_workload, open_model
 from mpqbench.method import Budget, Target, get_method, make_config
-from mpqbench.method.fixed_bits import qat_fixed_bits
 from mpqbench.quant.accounting import account
-from mpqbench.quant.allocation import Allocation
-from mpqbench.quant.formats import Quantizer
-from mpqbench.quant.qat import TrainConfig
 from mpqbench.quant.teacher import DEFAULT_TOP_K, TeacherCache, build_teacher_cache
 from mpqbench.timing import device_label, stage_timer
 from mpqbench.workloads.data.embedded import EMBEDDED, embedded_manifest_sha256, open_split
@@ -290,30 +286,23 @@ def run_cell(
     Raises:
         ValueError: bad configuration (unknown method/field, split, ...) before any training.
     """
-    config = None if spec.method == FP32 else make_config(spec.method, spec.params)
+    config = make_config(spec.method, spec.params)
     splits = {name: open_split(spec.data, name) for name in spec.eval_splits}
     if spec.eval_limit is not None:
         splits = {k: v.subset(min(spec.eval_limit, len(v)), seed=0) for k, v in splits.items()}
     model = open_model(spec.model, device=device, whisper_window_s=spec.whisper_window_s)
     eligible = eligible_layers(model, spec.groups, spec.rules)
+    workload = make_workload(
+        model, eligible, data=spec.data, train_split=spec.train_split,
+        dev_split=spec.dev_split, dev_subset=spec.budget.dev_subset, seed=spec.budget.seed,
+        teacher=TeacherCache(spec.teacher_top_k), device=device, checkpoint_dir=checkpoint_dir,
+    )
     teacher_stage = None
-    stages: list[dict[str, Any]] = []
-    info: dict[str, Any] = {}
-    if spec.method == FP32 and spec.budget.train_steps == 0:
-        allocation = Allocation(model.name, dict.fromkeys(eligible.layers))
-    else:
-        workload = make_workload(
-            model, eligible, data=spec.data, train_split=spec.train_split,
-            dev_split=spec.dev_split, dev_subset=spec.budget.dev_subset, seed=spec.budget.seed,
-            teacher=TeacherCache(spec.teacher_top_k), device=device,
-            checkpoint_dir=checkpoint_dir,
-        )
+    if spec.budget.train_steps > 0:  # without training there is nothing to distil
         key = (spec.model, spec.data, spec.train_split, spec.teacher_top_k, device)
         memo = teacher_cache if teacher_cache is not None else {}
         with stage_timer(device) as watch:
-            if key not in memo and spec.budget.train_steps == 0:
-                memo[key] = TeacherCache(spec.teacher_top_k)  # no training: nothing to distil
-            elif key not in memo or len(memo[key]) == 0:
+            if key not in memo or len(memo[key]) == 0:
                 memo[key] = build_teacher_cache(
                     model, workload.train, batch_size=spec.budget.batch_size,
                     top_k=spec.teacher_top_k, progress=progress,
@@ -321,21 +310,10 @@ def run_cell(
         teacher_stage = {"name": "teacher", "seconds": watch.seconds,
                          "device": device_label(device)}
         workload = dataclasses.replace(workload, teacher=memo[key])
-        if spec.method == FP32:
-            allocation = Allocation(model.name, dict.fromkeys(eligible.layers))
-            timing, trained = qat_fixed_bits(
-                workload, allocation, quantizer=Quantizer(), budget=spec.budget,
-                train_config=TrainConfig(), desc="32-bit fine-tune", stage="finetune",
-                prepare=False,
-            )
-            stages = [timing.to_dict()]
-            info = {"final_loss": trained.history[-1] if trained.history else None}
-        else:
-            assert spec.target is not None
-            result = get_method(spec.method).run(workload, spec.target, spec.budget, config)
-            model, allocation = result.model, result.allocation
-            stages = [s.to_dict() for s in result.stages]
-            info = result.info
+    result = get_method(spec.method).run(workload, spec.target, spec.budget, config)
+    model, allocation = result.model, result.allocation
+    stages = [s.to_dict() for s in result.stages]
+    info = result.info
 
     accounting = account(model.model, allocation)
     evaluations = {}
@@ -350,7 +328,7 @@ def run_cell(
         "config": spec.to_dict(),
         "config_hash": spec.config_hash(),
         "alignment": spec.alignment_name,
-        "method_config": dataclasses.asdict(config) if config is not None else None,
+        "method_config": dataclasses.asdict(config),
         "data_manifest_sha256": embedded_manifest_sha256() if spec.data == EMBEDDED else None,
         "allocation": allocation.to_dict(),
         "accounting": accounting.to_dict(),

@@ -49,7 +49,7 @@ from typing import Any
 
 from mpqbench._names import safe_name
 from mpqbench.bench.cell import FP32, CellSpec
-from mpqbench.method import Budget, Target, available_methods, make_config
+from mpqbench.method import Budget, Target, compression_methods, make_config
 from mpqbench.quant.allocation import LayerRule
 from mpqbench.workloads.adapter import LAYER_GROUPS
 from mpqbench.workloads.metrics.alignment import ALIGNMENTS
@@ -235,7 +235,7 @@ def load_suite(name_or_path: str) -> Suite:
                 seen.add(ref.config_hash())
                 cells.append(Cell(FP32, ref))
     labels: set[str] = set()
-    methods = available_methods()
+    methods = compression_methods()  # the fp32 reference is added per model, not listed
     for i, system in enumerate(systems):
         field = f"systems[{i}]"
         if not isinstance(system, Mapping):

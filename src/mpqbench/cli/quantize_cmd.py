@@ -53,7 +53,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="whisper-tiny.en", help="model name or local directory")
     p.add_argument("--data", default=EMBEDDED, help="'embedded' or a LibriSpeech-layout root")
     p.add_argument("--method", required=True,
-                   help=f"one of: {FP32}, {', '.join(available_methods())}")
+                   help=f"one of: {', '.join(available_methods())} ({FP32}: the 32-bit "
+                   "reference)")
     target = p.add_mutually_exclusive_group()
     target.add_argument("--avg-bits", type=float, help="target average bits (e.g. 4)")
     target.add_argument("--cr", type=float, help="target compression ratio (paper's rule)")

@@ -22,6 +22,7 @@ from mpqbench.workloads.data.types import Utterance
 
 #: Modules that define methods; importing one registers its methods.
 METHOD_MODULES = (
+    "mpqbench.baselines.fp32",
     "mpqbench.baselines.uniform",
     "mpqbench.search.one_stage",
     "mpqbench.baselines.two_stage",
@@ -214,21 +215,30 @@ C = TypeVar("C")
 
 @dataclass(frozen=True)
 class MethodEntry(Generic[C]):
+    """A registered method: its name, config dataclass and entry point.
+
+    ``reference`` marks the uncompressed reference system (``fp32``): it takes no target
+    (``None``), leaves every layer 32-bit, and is what compressed systems are tested
+    against; suites add it themselves and do not list it as a system.
+    """
+
     name: str
     config_cls: type[C]
-    run: Callable[[Workload, Target, Budget, C], MethodResult]
+    run: Callable[[Workload, Target | None, Budget, C], MethodResult]
+    reference: bool = False
 
 
 _METHODS: dict[str, MethodEntry[Any]] = {}
 
 
-def register_method(name: str, config_cls: type[C]):
-    """Decorator binding a method's config dataclass to its implementation under ``name``."""
+def register_method(name: str, config_cls: type[C], *, reference: bool = False):
+    """Decorator binding a method's config dataclass to its implementation under ``name``
+    (``reference=True`` for the uncompressed reference system, see :class:`MethodEntry`)."""
 
-    def deco(fn: Callable[[Workload, Target, Budget, C], MethodResult]):
+    def deco(fn: Callable[[Workload, Any, Budget, C], MethodResult]):
         if name in _METHODS and _METHODS[name].run is not fn:
             raise RuntimeError(f"method {name!r} registered twice")
-        _METHODS[name] = MethodEntry(name, config_cls, fn)
+        _METHODS[name] = MethodEntry(name, config_cls, fn, reference)
         return fn
 
     return deco
@@ -244,9 +254,14 @@ def _load_all() -> None:
 
 
 def available_methods() -> list[str]:
-    """Registered method names, sorted."""
+    """Registered method names (the reference ``fp32`` included), sorted."""
     _load_all()
     return sorted(_METHODS)
+
+
+def compression_methods() -> list[str]:
+    """Registered methods that compress (every one but the reference), sorted."""
+    return [n for n in available_methods() if not _METHODS[n].reference]
 
 
 def get_method(name: str) -> MethodEntry[Any]:
@@ -317,6 +332,7 @@ __all__ = [
     "TeacherSource",
     "Workload",
     "available_methods",
+    "compression_methods",
     "get_method",
     "make_config",
     "register_method",
