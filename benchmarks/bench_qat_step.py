@@ -20,29 +20,21 @@ shared machine hits both alike.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
-import resource
 import statistics
 import subprocess
 import sys
-import time
 
 import torch
+from loop_timing import median_step_seconds, rss_mib
 
 from mpqbench.quant.allocation import allocation_for
 from mpqbench.quant.layers import prepare_
-from mpqbench.quant.qat import TrainConfig, train
 from mpqbench.quant.teacher import build_teacher_cache
-from mpqbench.timing import synchronize
 from mpqbench.workloads.data.embedded import open_split
 from mpqbench.workloads.models.registry import load_model
 
 BATCH = 8
-
-
-def _rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def one_system(kind: str, steps: int, window: int, threads: int) -> dict[str, float]:
@@ -55,21 +47,10 @@ def one_system(kind: str, steps: int, window: int, threads: int) -> dict[str, fl
     teacher = build_teacher_cache(model, data, batch_size=BATCH, progress=False)
     if kind == "qat":
         prepare_(model.model, allocation_for(model, 4))
-    base = _rss_mib()
-    stamps: list[float] = []
-
-    def stamp(step: int) -> None:
-        synchronize(model.device)
-        stamps.append(time.perf_counter())
-
-    train(model, data, steps=steps + 1, batch_size=BATCH, seed=0,
-          config=TrainConfig(lr=1e-5, warmup_frac=0.0), teacher=teacher, on_step=stamp,
-          progress=False)
-    synchronize(model.device)
-    stamps.append(time.perf_counter())
-    times = [b - a for a, b in itertools.pairwise(stamps[1:])]  # step 0 excluded
-    peak = _rss_mib()
-    return {"step_s": statistics.median(times), "peak_mib": peak, "train_mib": peak - base}
+    base = rss_mib()
+    step_s = median_step_seconds(model, data, teacher, steps, BATCH)
+    peak = rss_mib()
+    return {"step_s": step_s, "peak_mib": peak, "train_mib": peak - base}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -234,6 +234,7 @@ def dnas_stage(
             seed=budget.seed, config=config.train, teacher=workload.teacher,
             extra_param_groups=[{"params": alphas, "lr": config.arch_lr}],
             extra_loss=budget_term, on_step=on_step, desc="two-stage DNAS (frozen weights)",
+            precision=budget.precision,
         )
         with torch.no_grad():
             logp = {n: torch.log_softmax(m.alpha.detach().double(), -1).cpu()

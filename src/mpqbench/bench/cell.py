@@ -28,7 +28,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mpqbench.bench.records import RECORD_SCHEMA, environment_block, split_record
+from mpqbench.bench.records import (
+    RECORD_SCHEMA,
+    environment_block,
+    precision_block,
+    split_record,
+)
 from mpqbench.bench.stats import (
     MapssweResult,
     bootstrap_wer_diff,
@@ -39,6 +44,7 @@ from mpqbench.bench.stats import (
 )
 from mpqbench.bench.workload import eligible_layers, make_workload, open_model
 from mpqbench.method import Budget, Target, get_method, make_config
+from mpqbench.precision import check_precision
 from mpqbench.quant.accounting import account
 from mpqbench.quant.teacher import DEFAULT_TOP_K, TeacherCache, build_teacher_cache
 from mpqbench.timing import device_label, stage_timer
@@ -81,6 +87,9 @@ class CellSpec:
         alignment: WER alignment weighting, ``"unit"`` (None means the same) or
             ``"sclite"`` (substitution 4, insertion 3, deletion 3; see
             :mod:`mpqbench.workloads.metrics.alignment`). The fp32 reference uses the same.
+        eval_precision: compute precision of decoding (``"fp32"`` when None, ``"bf16"``;
+            :mod:`mpqbench.precision`); training precision is ``budget.precision``. The
+            fp32 reference is evaluated in the same precision.
     """
 
     model: str
@@ -101,6 +110,7 @@ class CellSpec:
     teacher_top_k: int = DEFAULT_TOP_K
     fp32_reference: str | None = None
     alignment: str | None = None
+    eval_precision: str | None = None
 
     @classmethod
     def default(cls, name: str) -> Any:
@@ -122,6 +132,13 @@ class CellSpec:
                 raise ValueError(f"cell: {exc}") from None
         if self.alignment == DEFAULT_ALIGNMENT:  # stored as None (stable hashes)
             object.__setattr__(self, "alignment", None)
+        if self.eval_precision is not None:
+            try:
+                check_precision(self.eval_precision)
+            except ValueError as exc:
+                raise ValueError(f"cell: eval_precision: {exc}") from None
+        if self.eval_precision == "fp32":  # the default: stored as None (stable hashes)
+            object.__setattr__(self, "eval_precision", None)
         if self.fp32_reference not in (None, *FP32_REFERENCES):
             raise ValueError(
                 f"cell: fp32_reference must be one of {FP32_REFERENCES}, "
@@ -185,13 +202,15 @@ class CellSpec:
         Pretrained reference: budget, rules and method settings do not change a 32-bit
         system, so they are reset to fixed values and every cell of a model shares one
         reference, whatever its seed. Fine-tuned reference: the cell's train steps, batch
-        size and seed are kept (one reference per seed, paired with that seed's cells);
-        the search budget and dev subset, which a 32-bit fine-tune does not use, are reset.
+        size, seed and precision are kept (one reference per seed, paired with that seed's
+        cells); the search budget and dev subset, which a 32-bit fine-tune does not use, are
+        reset.
         """
         if self.fp32_reference == "finetuned":
             budget = Budget(train_steps=self.budget.train_steps,
                             batch_size=self.budget.batch_size, search_budget=0,
-                            dev_subset=1, seed=self.budget.seed)
+                            dev_subset=1, seed=self.budget.seed,
+                            precision=self.budget.precision)
             top_k = self.teacher_top_k
         else:
             budget = Budget(train_steps=0, batch_size=1, dev_subset=1, seed=0)
@@ -299,13 +318,15 @@ def run_cell(
     )
     teacher_stage = None
     if spec.budget.train_steps > 0:  # without training there is nothing to distil
-        key = (spec.model, spec.data, spec.train_split, spec.teacher_top_k, device)
+        key = (spec.model, spec.data, spec.train_split, spec.teacher_top_k, device,
+               spec.budget.precision)
         memo = teacher_cache if teacher_cache is not None else {}
         with stage_timer(device) as watch:
             if key not in memo or len(memo[key]) == 0:
                 memo[key] = build_teacher_cache(
                     model, workload.train, batch_size=spec.budget.batch_size,
                     top_k=spec.teacher_top_k, progress=progress,
+                    precision=spec.budget.precision,
                 )
         teacher_stage = {"name": "teacher", "seconds": watch.seconds,
                          "device": device_label(device)}
@@ -320,7 +341,8 @@ def run_cell(
     for name, split in splits.items():
         res = evaluate(model, split, batch_size=spec.eval_batch_size,
                        max_new_tokens=spec.max_new_tokens, progress=progress,
-                       alignment=spec.alignment_name)
+                       alignment=spec.alignment_name,
+                       precision=spec.eval_precision or "fp32")
         evaluations[name] = split_record(res)
     record: dict[str, Any] = {
         "schema": RECORD_SCHEMA,
@@ -328,6 +350,8 @@ def run_cell(
         "config": spec.to_dict(),
         "config_hash": spec.config_hash(),
         "alignment": spec.alignment_name,
+        "precision": precision_block(spec.budget.precision, spec.eval_precision or "fp32",
+                                     device),
         "method_config": dataclasses.asdict(config),
         "data_manifest_sha256": embedded_manifest_sha256() if spec.data == EMBEDDED else None,
         "allocation": allocation.to_dict(),

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from mpqbench.bench.environment import device_info, git_revision, library_versions
 from mpqbench.workloads.evaluate import EvalResult
 
@@ -33,6 +35,13 @@ def environment_block(device: str) -> dict[str, Any]:
     }
 
 
+def precision_block(train: str, evaluation: str, device: str) -> dict[str, Any]:
+    """The compute precisions a record was made with, and on CUDA whether fp32 matmuls
+    were allowed to use TF32 (``torch.backends.cuda.matmul.allow_tf32``)."""
+    tf32 = bool(torch.backends.cuda.matmul.allow_tf32) if device.startswith("cuda") else None
+    return {"train": train, "eval": evaluation, "cuda_matmul_tf32": tf32}
+
+
 def split_record(result: EvalResult) -> dict[str, Any]:
     """A split's evaluation as stored in records (raw per-utterance rows kept)."""
     return {
@@ -46,4 +55,4 @@ def split_record(result: EvalResult) -> dict[str, Any]:
     }
 
 
-__all__ = ["RECORD_SCHEMA", "environment_block", "split_record"]
+__all__ = ["RECORD_SCHEMA", "environment_block", "precision_block", "split_record"]

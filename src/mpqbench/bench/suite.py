@@ -17,12 +17,14 @@ Format (every key is checked; unknown keys are refused)::
     whisper_window_s = 10             # optional: Whisper encoder window (default 30 s)
     fp32_reference = "finetuned"      # optional: "pretrained" (default) or "finetuned"
     alignment = "sclite"              # optional: WER alignment, "unit" (default) or "sclite"
+    eval_precision = "bf16"           # optional: decoding precision, "fp32" (default) or "bf16"
 
     [budget]                          # the ONE budget every method gets
     train_steps = 60
     batch_size = 8
     search_budget = 40
     dev_subset = 32
+    precision = "bf16"                # optional: training precision (default "fp32")
 
     [[systems]]                       # one per method configuration
     method = "one_stage"
@@ -65,7 +67,7 @@ SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 _SUITE_KEYS = {
     "name", "description", "data", "eval_splits", "models", "seeds", "groups", "rules",
     "eval_batch_size", "max_new_tokens", "train_split", "dev_split", "eval_limit",
-    "whisper_window_s", "fp32_reference", "alignment",
+    "whisper_window_s", "fp32_reference", "alignment", "eval_precision",
 }
 _SYSTEM_KEYS = {"method", "label", "avg_bits", "cr", "params"}
 #: Seeds must fit every RNG a cell seeds (numpy's and torch's take 0..2**32-1 safely).
@@ -172,8 +174,10 @@ def load_suite(name_or_path: str) -> Suite:
         _only(budget_raw, {f.name for f in dataclasses.fields(Budget)} - {"seed"}, where,
               "[budget]")
         for key, value in budget_raw.items():
-            if type(value) is not int:
-                raise ValueError(f"budget.{key} must be an integer, got {value!r}")
+            kind = str if key == "precision" else int
+            if type(value) is not kind:
+                raise ValueError(f"budget.{key} must be a{'' if kind is str else 'n'} "
+                                 f"{'string' if kind is str else 'integer'}, got {value!r}")
         budget = Budget(**budget_raw, seed=seeds[0])
     except TypeError as exc:
         raise ValueError(f"{where}: [budget]: {exc}") from exc
@@ -218,6 +222,8 @@ def load_suite(name_or_path: str) -> Suite:
         "fp32_reference": _get(suite, "fp32_reference", str, where, "suite.fp32_reference",
                                default=None),
         "alignment": _alignment(suite, where),
+        "eval_precision": _get(suite, "eval_precision", str, where, "suite.eval_precision",
+                               default=None),
     }
     systems = raw.get("systems", [])
     if not isinstance(systems, list):

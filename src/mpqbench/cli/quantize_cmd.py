@@ -31,6 +31,7 @@ from mpqbench._names import safe_name
 from mpqbench.bench.cell import FP32, CellSpec, run_cell, summary_line
 from mpqbench.cli._shared import add_layer_selection_args, resolve_device
 from mpqbench.method import Budget, Target, available_methods, make_config
+from mpqbench.precision import PRECISIONS
 from mpqbench.workloads.data.embedded import EMBEDDED
 from mpqbench.workloads.metrics.alignment import ALIGNMENTS, DEFAULT_ALIGNMENT
 
@@ -73,6 +74,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_layer_selection_args(p)
     p.add_argument("--eval-limit", type=int, default=None, metavar="N",
                    help="evaluate a fixed seeded subset of N utterances per split")
+    p.add_argument("--precision", choices=PRECISIONS,
+                   default=Budget.__dataclass_fields__["precision"].default,
+                   help="training compute precision (fp32; bf16 autocast; fp16 on CUDA)")
+    p.add_argument("--eval-precision", choices=PRECISIONS, default="fp32",
+                   help="decoding compute precision (fp32)")
     p.add_argument("--alignment", choices=ALIGNMENTS, default=DEFAULT_ALIGNMENT,
                    help="WER alignment costs: unit (default) or sclite (sub 4, ins 3, del 3)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
@@ -130,13 +136,14 @@ def _run(args: argparse.Namespace, device: str) -> int:
         target=target,
         budget=Budget(train_steps=args.train_steps, batch_size=args.batch_size,
                       search_budget=args.search_budget, dev_subset=args.dev_subset,
-                      seed=args.seed),
+                      seed=args.seed, precision=args.precision),
         eval_splits=tuple(s for s in args.eval_splits.split(",") if s),
         groups=tuple(g for g in args.groups.split(",") if g),
         rules=tuple(args.rule),
         whisper_window_s=args.whisper_window,
         eval_limit=args.eval_limit,
         alignment=args.alignment,
+        eval_precision=args.eval_precision,
     )
     reference = None
     if args.method != FP32:

@@ -28,7 +28,7 @@ def qat_fixed_bits(
         workload: the model is modified in place (``prepare_``, then trained).
         allocation: layer -> bits (None keeps a layer 32-bit).
         quantizer: granularity / scale method / learnable scale of every layer.
-        budget: ``train_steps``, ``batch_size`` and ``seed`` are used.
+        budget: ``train_steps``, ``batch_size``, ``seed`` and ``precision`` are used.
         train_config: the shared loop's settings.
         desc: progress-bar label.
         stage: the stage name in the timing.
@@ -61,6 +61,7 @@ def qat_fixed_bits(
         teacher=workload.teacher,
         checkpoint_dir=checkpoint_dir,
         desc=desc,
+        precision=budget.precision,
     )
     timing = StageTiming(stage, result.seconds, device_label(workload.device),
                          steps=result.resumed_from + result.steps, kind="qat")

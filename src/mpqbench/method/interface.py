@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
+from mpqbench.precision import check_precision
 from mpqbench.quant.allocation import Allocation
 from mpqbench.workloads.adapter import SpeechModel
 from mpqbench.workloads.data.types import Utterance
@@ -41,6 +42,9 @@ class Budget:
             two-stage stage 1, trials for Optuna, calibration batches for sensitivity methods.
         dev_subset: number of dev utterances used by cheap proxies (search scoring).
         seed: seeds data order, initialisation of architecture logits, samplers.
+        precision: compute precision of every training forward, the teacher cache and the
+            precision-learning passes (:mod:`mpqbench.precision`): ``fp32``, ``bf16``, or
+            ``fp16`` on CUDA.
     """
 
     train_steps: int = field(metadata={"help": "QAT optimizer steps (same for every method)"})
@@ -48,8 +52,11 @@ class Budget:
     search_budget: int = field(default=0, metadata={"help": "precision-learning steps/trials"})
     dev_subset: int = field(default=32, metadata={"help": "dev utterances for search proxies"})
     seed: int = field(default=0, metadata={"help": "random seed"})
+    precision: str = field(default="fp32", metadata={
+        "help": "training compute precision: fp32, bf16 (autocast), fp16 (CUDA only)"})
 
     def __post_init__(self) -> None:
+        check_precision(self.precision)
         for name in ("train_steps", "search_budget"):
             if getattr(self, name) < 0:
                 raise ValueError(f"budget.{name} must be >= 0, got {getattr(self, name)}")
@@ -57,8 +64,13 @@ class Budget:
             if getattr(self, name) < 1:
                 raise ValueError(f"budget.{name} must be >= 1, got {getattr(self, name)}")
 
-    def to_dict(self) -> dict[str, int]:
-        return dataclasses.asdict(self)
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a dict; ``precision`` only when it is not ``fp32`` (the default,
+        which every record made before the field existed used, so their hashes hold)."""
+        out = dataclasses.asdict(self)
+        if out["precision"] == "fp32":
+            del out["precision"]
+        return out
 
 
 @dataclass(frozen=True, kw_only=True)

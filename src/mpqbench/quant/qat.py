@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 
 from mpqbench import distributed as ddp
 from mpqbench.errors import TrainingDiverged
+from mpqbench.precision import autocast, check_precision
 from mpqbench.quant.checkpoint import load_latest_checkpoint, save_checkpoint
 from mpqbench.timing import stage_timer
 from mpqbench.workloads.adapter import SpeechModel
@@ -131,6 +132,7 @@ def train(
     checkpoint_dir: Path | None = None,
     desc: str = "QAT",
     progress: bool = True,
+    precision: str = "fp32",
 ) -> TrainResult:
     """Train ``model`` in place for ``steps`` optimizer steps.
 
@@ -152,6 +154,10 @@ def train(
             whence to resume; None disables checkpointing.
         desc: progress-bar label.
         progress: show a progress bar.
+        precision: compute precision of the forward and loss (:mod:`mpqbench.precision`):
+            ``fp32``, ``bf16`` (autocast), or ``fp16`` on CUDA. Weights, optimizer state,
+            the quantizers and the backward's accumulation stay fp32; ``extra_loss`` runs
+            outside autocast.
 
     Under a multi-rank process group (:mod:`mpqbench.distributed`) every rank must call
     this with the same arguments; ``batch_size`` is the global batch, shared out over ranks.
@@ -171,6 +177,7 @@ def train(
         raise ValueError(f"steps must be >= 0 and batch_size >= 1, got {steps}, {batch_size}")
     if len(data) == 0:
         raise ValueError("training data is empty")
+    check_precision(precision, model.device)
     ranks = _Ranks(batch_size, model.device)
     module = model.model
     optimizer = _optimizer(module, config, extra_param_groups)
@@ -195,8 +202,9 @@ def train(
                 on_step(step)
             idx = ranks.my_share(batch_indices(len(data), batch_size, step, seed))
             batch = model.make_batch([data[i] for i in idx])
-            out = model.forward(batch)
-            kl = teacher.kl(batch, out.logits, out.mask) if use_kl else None
+            with autocast(precision, model.device):
+                out = model.forward(batch)
+                kl = teacher.kl(batch, out.logits, out.mask) if use_kl else None
             loss, parts = ranks.loss(model, out, kl, len(idx), config.eta)
             if extra_loss is not None:
                 extra = extra_loss(step)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from mpqbench.precision import autocast
 from mpqbench.workloads.adapter import ModelBatch, SpeechModel
 from mpqbench.workloads.data.types import Utterance
 
@@ -126,8 +127,13 @@ def build_teacher_cache(
     batch_size: int = 8,
     top_k: int = DEFAULT_TOP_K,
     progress: bool = True,
+    precision: str = "fp32",
 ) -> TeacherCache:
-    """Run the 32-bit model once over ``utterances`` (eval mode) and cache its outputs."""
+    """Run the 32-bit model once over ``utterances`` (eval mode) and cache its outputs.
+
+    ``precision``: compute precision of the forward (:func:`mpqbench.precision.autocast`);
+    the cached log-probabilities are computed from fp32 logits either way.
+    """
     cache = TeacherCache(top_k)
     was_training = model.model.training
     model.model.eval()
@@ -136,8 +142,9 @@ def build_teacher_cache(
         for start in tqdm(starts, desc="teacher outputs", unit="batch", disable=not progress):
             chunk = [utterances[i] for i in range(start, min(start + batch_size, len(utterances)))]
             batch = model.make_batch(chunk)
-            out = model.forward(batch)
-            cache.add_batch(batch, out.logits, out.mask)
+            with autocast(precision, model.device):
+                out = model.forward(batch)
+            cache.add_batch(batch, out.logits.float(), out.mask)
     finally:
         model.model.train(was_training)
     log.info("cached teacher outputs for %d utterances (top-%d)", len(cache), top_k)

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from mpqbench.precision import autocast, check_precision
 from mpqbench.timing import synchronize
 from mpqbench.workloads.adapter import SAMPLE_RATE, SpeechModel
 from mpqbench.workloads.data.types import Utterance
@@ -97,6 +98,7 @@ def evaluate(
     max_new_tokens: int | None = None,
     progress: bool = True,
     alignment: str = DEFAULT_ALIGNMENT,
+    precision: str = "fp32",
 ) -> EvalResult:
     """Transcribe every utterance of ``split`` with greedy decoding and score it.
 
@@ -112,6 +114,7 @@ def evaluate(
         progress: show a tqdm progress bar.
         alignment: WER alignment weighting, ``"unit"`` or ``"sclite"``
             (:mod:`mpqbench.workloads.metrics.alignment`).
+        precision: compute precision of decoding (:func:`mpqbench.precision.autocast`).
 
     Returns:
         Per-utterance rows in split order, totals, capped count and timing.
@@ -122,6 +125,7 @@ def evaluate(
             message names the utterance).
     """
     check_alignment(alignment)
+    check_precision(precision, model.device)
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     if max_new_tokens is not None and max_new_tokens < 1:
@@ -145,9 +149,10 @@ def evaluate(
                 indices = order[first : first + batch_size]
                 utterances = [split[i] for i in indices]
                 audio_samples += sum(int(u.audio.shape[0]) for u in utterances)
-                transcripts = model.transcribe(
-                    [u.audio for u in utterances], max_new_tokens=max_new_tokens
-                )
+                with autocast(precision, model.device):
+                    transcripts = model.transcribe(
+                        [u.audio for u in utterances], max_new_tokens=max_new_tokens
+                    )
                 if len(transcripts) != len(utterances):
                     raise RuntimeError(
                         f"{type(model).__name__}.transcribe returned {len(transcripts)} "

@@ -242,9 +242,13 @@ class WhisperSpeechModel(SpeechModel):
                 log.warning("clip #%d is %.1f s long; Whisper sees only its first %d s",
                             index, array.size / SAMPLE_RATE, self.window_s)
             clips.append(array)
-        out = self.feature_extractor(
-            clips, sampling_rate=SAMPLE_RATE, return_tensors="pt", return_attention_mask=False
-        )
+        # The log-mel front end runs in fp32 even inside a caller's autocast region (its
+        # matmul would otherwise come out in bf16, which the extractor cannot hand to numpy).
+        with torch.autocast("cpu", enabled=False):
+            out = self.feature_extractor(
+                clips, sampling_rate=SAMPLE_RATE, return_tensors="pt",
+                return_attention_mask=False,
+            )
         return out["input_features"].to(self.device, self._dtype())
 
     def _dtype(self) -> torch.dtype:
