@@ -155,3 +155,22 @@ avg_bits = [8]
     path.write_text(text.replace('precision = "bf16"\n[[', 'precision = 16\n[['))
     with pytest.raises(ValueError, match="budget.precision must be a string"):
         load_suite(str(path))
+
+
+def test_precision_learning_proxies_run_in_bf16_close_to_fp32():
+    from mpqbench.baselines.sensitivity import kl_sensitivities
+    from mpqbench.search.ptq_proxy import PTQProxy
+
+    model = load_model("tiny-ctc")
+    dev = utterances(4, seed=3)
+    layers = list(allocation_for(model, 4).quantized)
+    scores = {}
+    for precision in ("fp32", "bf16"):
+        with PTQProxy(model, layers, dev, batch_size=2, precision=precision) as proxy:
+            scores[precision] = proxy.score(dict.fromkeys(layers, 2))
+    assert np.isfinite(scores["bf16"]) and scores["bf16"] > 0
+    assert scores["bf16"] == pytest.approx(scores["fp32"], rel=0.2)
+    batches = [model.make_batch(dev[:2])]
+    costs, _ = kl_sensitivities(model, layers[:2], (2, 8), batches, Quantizer(),
+                                precision="bf16")
+    assert all(np.isfinite(v) for row in costs.values() for v in row.values())

@@ -49,6 +49,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from mpqbench.precision import autocast
 from mpqbench.quant.formats import Quantizer, QuantSpec
 from mpqbench.quant.layers import QuantConv1d, QuantLinear, replace_modules_
 from mpqbench.quant.primitives import choose_scale, fake_quantize
@@ -272,6 +273,7 @@ def kl_sensitivities(
     spec: Quantizer,
     *,
     progress: bool = False,
+    precision: str = "fp32",
 ) -> tuple[dict[str, dict[int, float]], int]:
     """KL(p_fp32 || p with only layer l at b bits), averaged over valid output positions.
 
@@ -282,6 +284,8 @@ def kl_sensitivities(
         batches: calibration batches (collated by ``model.make_batch``).
         spec: granularity / scale method (at each candidate's bits).
         progress: show a progress bar.
+        precision: compute precision of the forwards (:func:`mpqbench.precision.autocast`);
+            the KL itself is computed in float64.
 
     Returns:
         ``(costs, evaluations)``: layer -> {bits: mean KL in nats}, and the number of
@@ -298,7 +302,8 @@ def kl_sensitivities(
     try:
         refs = []
         for batch in batches:
-            out = model.forward(batch)
+            with autocast(precision, model.device):
+                out = model.forward(batch)
             refs.append(torch.log_softmax(out.logits.double(), dim=-1)[out.mask])
         costs: dict[str, dict[int, float]] = {}
         evaluations = 0
@@ -313,7 +318,8 @@ def kl_sensitivities(
                 try:
                     total, count = 0.0, 0
                     for batch, ref in zip(batches, refs, strict=True):
-                        out = model.forward(batch)
+                        with autocast(precision, model.device):
+                            out = model.forward(batch)
                         logq = torch.log_softmax(out.logits.double(), dim=-1)[out.mask]
                         total += float((ref.exp() * (ref - logq)).sum())
                         count += ref.shape[0]

@@ -164,6 +164,8 @@ def hessian_stage(workload: Workload, budget: Budget, config: TwoStageConfig) ->
             w.requires_grad_(True)
         module.eval()
 
+        # Always fp32, whatever budget.precision: a finite-difference HVP subtracts two
+        # gradients a step h apart, and bf16 rounding (2^-8 relative) would swamp it.
         def loss_fn(index: int) -> torch.Tensor:
             return workload.model.forward(_train_batch(workload, budget, index)).loss
 
@@ -198,7 +200,7 @@ def kl_stage(workload: Workload, budget: Budget, config: TwoStageConfig) -> Stag
     ]
     costs, evaluations = kl_sensitivities(
         workload.model, workload.eligible, config.candidates, batches, config.quantizer,
-        progress=True,
+        progress=True, precision=budget.precision,
     )
     return Stage1(costs, evaluations=evaluations, info={"calibration_batches": n_batches})
 

@@ -276,7 +276,8 @@ def _make_sampler(config: OptunaConfig, seed: int) -> optuna.samplers.BaseSample
     return optuna.samplers.TPESampler(n_startup_trials=config.tpe_startup_trials, seed=seed)
 
 
-def _fingerprint(workload: Workload, problem: SearchProblem, config: OptunaConfig) -> str:
+def _fingerprint(workload: Workload, problem: SearchProblem, config: OptunaConfig,
+                 precision: str = "fp32") -> str:
     spec = config.quantizer
     doc = {
         "model": workload.name,
@@ -290,6 +291,8 @@ def _fingerprint(workload: Workload, problem: SearchProblem, config: OptunaConfi
         "dev": [u.id for u in workload.dev],
         "max_new_tokens": config.max_new_tokens,
     }
+    if precision != "fp32":  # studies made before the setting keep their fingerprint
+        doc["precision"] = precision
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -456,7 +459,7 @@ def _open_study(
 ) -> tuple[optuna.Study, Any, str, bool]:
     """Open or create the study; the flag says whether this call created it."""
     storage = open_storage(config.storage, heartbeat_interval=config.heartbeat_interval)
-    fingerprint = _fingerprint(workload, problem, config)
+    fingerprint = _fingerprint(workload, problem, config, budget.precision)
     name = config.study_name or default_study_name(workload, target, budget, fingerprint)
     sampler = _make_sampler(config, budget.seed + 1_000_003 * config.worker)
     directions = ["minimize"] * (1 if config.objectives == "proxy" else 2)
@@ -545,7 +548,7 @@ def search_allocation(
             proxy = PTQProxy(
                 workload.model, problem.layers, workload.dev, proxy=config.proxy,
                 quantizer=config.quantizer, batch_size=config.dev_batch_size,
-                max_new_tokens=config.max_new_tokens,
+                max_new_tokens=config.max_new_tokens, precision=budget.precision,
             )
             with proxy, tqdm(total=budget.search_budget, initial=done, unit="trial",
                              desc=f"optuna {config.sampler} search") as bar:

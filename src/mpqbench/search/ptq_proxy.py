@@ -40,6 +40,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from mpqbench.precision import autocast, check_precision
 from mpqbench.quant.formats import Quantizer, check_bits
 from mpqbench.quant.layers import replace_modules_
 from mpqbench.quant.primitives import choose_scale, fake_quantize
@@ -116,6 +117,7 @@ class PTQProxy:
         batch_size: int = 16,
         max_new_tokens: int | None = None,
         top_k: int = DEFAULT_TOP_K,
+        precision: str = "fp32",
     ) -> None:
         if proxy not in PROXIES:
             raise ValueError(f"proxy must be one of {PROXIES}, got {proxy!r}")
@@ -133,6 +135,7 @@ class PTQProxy:
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
         self.top_k = top_k
+        self.precision = check_precision(precision, model.device)
         self._originals: dict[str, nn.Module] = {}
         self._twins: dict[str, nn.Module] = {}
         self._fp32: dict[str, torch.Tensor] = {}
@@ -180,8 +183,9 @@ class PTQProxy:
         self._batches = []
         for start in range(0, len(self.dev), self.batch_size):
             batch = self.model.make_batch(self.dev[start : start + self.batch_size])
-            out = self.model.forward(batch)
-            cache.add_batch(batch, out.logits, out.mask)
+            with autocast(self.precision, self.model.device):
+                out = self.model.forward(batch)
+            cache.add_batch(batch, out.logits.float(), out.mask)
             self._batches.append(batch)
         self._teacher = cache
 
@@ -247,7 +251,8 @@ class PTQProxy:
         assert self._teacher is not None
         total, count = 0.0, 0
         for batch in self._batches:
-            out = self.model.forward(batch)
+            with autocast(self.precision, self.model.device):
+                out = self.model.forward(batch)
             n = int(out.mask.sum())
             total += float(self._teacher.kl(batch, out.logits, out.mask)) * n
             count += n
@@ -260,6 +265,7 @@ class PTQProxy:
             batch_size=self.batch_size,
             max_new_tokens=self.max_new_tokens,
             progress=False,
+            precision=self.precision,
         )
         return float(result.wer)
 
