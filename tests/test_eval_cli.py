@@ -73,7 +73,7 @@ def test_eval_writes_a_complete_record(corpus, tmp_path, capsys, model, family, 
     assert record["config"] == {
         "model": model, "data": str(corpus.resolve()), "split": "test-clean", "limit": None,
         "seed": None, "decoding": "greedy", "batch_size": 4, "max_new_tokens": cap,
-        "normalizer": "openai-whisper-english", "alignment": "unit",
+        "normalizer": "openai-whisper-english", "alignment": "unit", "precision": "fp32",
     }
     assert record["model_family"] == family
     assert record["data"]["source"] == str(corpus.resolve())

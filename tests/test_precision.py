@@ -153,7 +153,7 @@ avg_bits = [8]
     cell = suite.compressed()[0]
     assert cell.spec.budget.precision == "bf16" and cell.spec.eval_precision == "bf16"
     path.write_text(text.replace('precision = "bf16"\n[[', 'precision = 16\n[['))
-    with pytest.raises(ValueError, match="budget.precision must be a string"):
+    with pytest.raises(ValueError, match=r"budget\.precision must be a string"):
         load_suite(str(path))
 
 

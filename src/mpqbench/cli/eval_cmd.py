@@ -17,6 +17,7 @@ from mpqbench._names import safe_name
 from mpqbench.bench.records import RECORD_SCHEMA, environment_block, split_record
 from mpqbench.bench.workload import open_model
 from mpqbench.cli._shared import positive_int, resolve_device
+from mpqbench.precision import PRECISIONS
 from mpqbench.workloads.data.embedded import EMBEDDED, embedded_manifest_sha256, open_split
 from mpqbench.workloads.evaluate import EvalResult, evaluate
 from mpqbench.workloads.metrics.alignment import ALIGNMENTS, DEFAULT_ALIGNMENT
@@ -64,6 +65,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--out", type=Path, default=None,
         help=f"record path (default: {DEFAULT_OUT_DIR}/<model>__<data>__<split>.json)",
     )
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="decoding compute precision: fp32 (default), bf16, fp16 (CUDA)")
     p.add_argument("--alignment", choices=ALIGNMENTS, default=DEFAULT_ALIGNMENT,
                    help="WER alignment costs: unit (default) or sclite (sub 4, ins 3, del 3)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing record")
@@ -94,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
         max_new_tokens=_token_cap(model.family, args.max_new_tokens),
         progress=not args.no_progress,
         alignment=args.alignment,
+        precision=args.precision,
     )
     record = build_record(
         args=args, model_family=model.family, device=device,
@@ -141,6 +145,7 @@ def build_record(
             "max_new_tokens": result.max_new_tokens,
             "normalizer": "openai-whisper-english",
             "alignment": result.alignment,
+            "precision": args.precision,
         },
         "model_family": model_family,
         "data": data,
