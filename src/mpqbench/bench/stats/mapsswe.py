@@ -31,6 +31,11 @@ the reference words:
 - a segment's error count for a system is the number of its non-``C`` ops inside the
   segment (S, D and I alike); a segment where both systems have 0 errors is dropped.
 
+What equals SCTK exactly, given the same alignments: the segmentation, each segment's
+error and reference-word counts, the mean and sample standard deviation (divisor n - 1) of
+the differences, Z, and the two-sided test (checked against sclite + ``sc_stats`` built
+from source on every committed system pair; docs/FINDINGS.md).
+
 Deviations from SCTK, all at edges where SCTK is undefined or table-bound:
 
 - p-value: the exact two-sided normal tail ``2 Phi(-|Z|)``, computed in log space
