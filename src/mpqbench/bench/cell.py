@@ -23,7 +23,7 @@ import dataclasses
 import hashlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +43,7 @@ from mpqbench.bench.stats import (
     significantly_worse,
 )
 from mpqbench.bench.workload import eligible_layers, make_workload, open_model
-from mpqbench.method import Budget, Target, get_method, make_config
+from mpqbench.method import Budget, Target, field_default, get_method, make_config
 from mpqbench.precision import check_precision
 from mpqbench.quant.accounting import account
 from mpqbench.quant.teacher import DEFAULT_TOP_K, TeacherCache, build_teacher_cache
@@ -119,26 +119,16 @@ class CellSpec:
         Raises:
             KeyError: no such field, or one without a default.
         """
-        value = cls.__dataclass_fields__[name].default
+        value = field_default(cls.__dataclass_fields__[name])
         if value is dataclasses.MISSING:
             raise KeyError(f"CellSpec.{name} has no default")
         return value
 
     def __post_init__(self) -> None:
-        if self.alignment is not None:
-            try:
-                check_alignment(self.alignment)
-            except ValueError as exc:
-                raise ValueError(f"cell: {exc}") from None
-        if self.alignment == DEFAULT_ALIGNMENT:  # stored as None (stable hashes)
-            object.__setattr__(self, "alignment", None)
-        if self.eval_precision is not None:
-            try:
-                check_precision(self.eval_precision)
-            except ValueError as exc:
-                raise ValueError(f"cell: eval_precision: {exc}") from None
-        if self.eval_precision == "fp32":  # the default: stored as None (stable hashes)
-            object.__setattr__(self, "eval_precision", None)
+        # Optional settings added after records existed: their default is stored as None,
+        # which the hash leaves out, so existing cells keep their hashes.
+        self._optional("alignment", DEFAULT_ALIGNMENT, check_alignment)
+        self._optional("eval_precision", "fp32", check_precision)
         if self.fp32_reference not in (None, *FP32_REFERENCES):
             raise ValueError(
                 f"cell: fp32_reference must be one of {FP32_REFERENCES}, "
@@ -151,10 +141,26 @@ class CellSpec:
         if not self.eval_splits:
             raise ValueError("cell: eval_splits is empty")
 
+    def _optional(self, name: str, default: str, check: Callable[[str], str]) -> None:
+        value = getattr(self, name)
+        if value is None:
+            return
+        try:
+            check(value)
+        except ValueError as exc:
+            raise ValueError(f"cell: {name}: {exc}") from None
+        if value == default:
+            object.__setattr__(self, name, None)
+
     @property
     def alignment_name(self) -> str:
         """The alignment weighting actually used (``"unit"`` when unset)."""
         return self.alignment or DEFAULT_ALIGNMENT
+
+    @property
+    def eval_precision_name(self) -> str:
+        """The decoding precision actually used (``"fp32"`` when unset)."""
+        return self.eval_precision or "fp32"
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -342,7 +348,7 @@ def run_cell(
         res = evaluate(model, split, batch_size=spec.eval_batch_size,
                        max_new_tokens=spec.max_new_tokens, progress=progress,
                        alignment=spec.alignment_name,
-                       precision=spec.eval_precision or "fp32")
+                       precision=spec.eval_precision_name)
         evaluations[name] = split_record(res)
     record: dict[str, Any] = {
         "schema": RECORD_SCHEMA,
@@ -350,8 +356,7 @@ def run_cell(
         "config": spec.to_dict(),
         "config_hash": spec.config_hash(),
         "alignment": spec.alignment_name,
-        "precision": precision_block(spec.budget.precision, spec.eval_precision or "fp32",
-                                     device),
+        "precision": precision_block(spec.budget.precision, spec.eval_precision_name, device),
         "method_config": dataclasses.asdict(config),
         "data_manifest_sha256": embedded_manifest_sha256() if spec.data == EMBEDDED else None,
         "allocation": allocation.to_dict(),

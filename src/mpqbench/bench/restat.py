@@ -14,7 +14,6 @@ time) saying its statistics were recomputed.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from mpqbench._atomic import atomic_write_json
 from mpqbench.bench.cell import FP32, CellSpec, judge_against_reference
 from mpqbench.bench.environment import git_revision
 from mpqbench.bench.stats import format_p
-from mpqbench.bench.table import records_dir_of
+from mpqbench.bench.table import SOURCE_KEY, load_records, records_dir_of
 from mpqbench.workloads.metrics.alignment import DEFAULT_ALIGNMENT
 
 
@@ -41,16 +40,6 @@ class RestatChange:
     file: Path
     lines: tuple[str, ...]
     decision_changed: bool
-
-
-def _load(path: Path) -> dict[str, Any]:
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError(f"record {path} is not valid JSON ({exc})") from None
-    if not isinstance(record, dict) or "config" not in record or "config_hash" not in record:
-        raise ValueError(f"record {path} is not a cell record (no config / config_hash)")
-    return record
 
 
 def _label_alignment(record: dict[str, Any]) -> None:
@@ -75,12 +64,12 @@ def restat_records(path: str | Path, *, write: bool = True) -> list[RestatChange
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: a record that does not parse, whose config does not rebuild its own
+        ValueError: a record that does not parse or lacks a field
+            (:func:`~mpqbench.bench.table.load_records`), whose config does not rebuild its own
             config hash, or whose 32-bit reference record is not in the directory.
     """
     folder = records_dir_of(path)
-    files = sorted(folder.glob("*.json"))
-    records = {file: _load(file) for file in files}
+    records = {Path(r.pop(SOURCE_KEY)): r for r in load_records(folder)}
     by_hash = {r["config_hash"]: r for r in records.values()}
     revision = git_revision()
     now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
@@ -110,13 +99,11 @@ def restat_records(path: str | Path, *, write: bool = True) -> list[RestatChange
         for name, sig in new.items():
             before = old.get(name)
             worse = sig["significantly_worse"]
-            if before is None or before["significantly_worse"] != worse:
-                changed = True
-            text_old = _p_text(before["mapsswe"]) if before else "none"
-            text_new = _p_text(sig["mapsswe"])
-            p_moved = before is None or before["mapsswe"]["p_value"] != sig["mapsswe"]["p_value"]
-            if p_moved or before["significantly_worse"] != worse:
-                lines.append(f"{name}: p {text_old} -> {text_new} "
+            flipped = before is None or before["significantly_worse"] != worse
+            changed |= flipped
+            if flipped or before["mapsswe"]["p_value"] != sig["mapsswe"]["p_value"]:
+                text_old = _p_text(before["mapsswe"]) if before else "none"
+                lines.append(f"{name}: p {text_old} -> {_p_text(sig['mapsswe'])} "
                              f"(log10 p = {sig['mapsswe']['log10_p']:.2f}), "
                              f"significantly worse: {worse}")
         record["significance"] = new

@@ -52,6 +52,7 @@ from typing import Any
 from mpqbench._names import safe_name
 from mpqbench.bench.cell import FP32, CellSpec
 from mpqbench.method import Budget, Target, compression_methods, make_config
+from mpqbench.precision import PRECISIONS
 from mpqbench.quant.allocation import LayerRule
 from mpqbench.workloads.adapter import LAYER_GROUPS
 from mpqbench.workloads.metrics.alignment import ALIGNMENTS
@@ -174,10 +175,9 @@ def load_suite(name_or_path: str) -> Suite:
         _only(budget_raw, {f.name for f in dataclasses.fields(Budget)} - {"seed"}, where,
               "[budget]")
         for key, value in budget_raw.items():
-            kind = str if key == "precision" else int
+            kind, noun = (str, "a string") if key == "precision" else (int, "an integer")
             if type(value) is not kind:
-                raise ValueError(f"budget.{key} must be a{'' if kind is str else 'n'} "
-                                 f"{'string' if kind is str else 'integer'}, got {value!r}")
+                raise ValueError(f"budget.{key} must be {noun}, got {value!r}")
         budget = Budget(**budget_raw, seed=seeds[0])
     except TypeError as exc:
         raise ValueError(f"{where}: [budget]: {exc}") from exc
@@ -221,9 +221,8 @@ def load_suite(name_or_path: str) -> Suite:
             where, "suite.dev_split"),
         "fp32_reference": _get(suite, "fp32_reference", str, where, "suite.fp32_reference",
                                default=None),
-        "alignment": _alignment(suite, where),
-        "eval_precision": _get(suite, "eval_precision", str, where, "suite.eval_precision",
-                               default=None),
+        "alignment": _choice(suite, "alignment", ALIGNMENTS, where),
+        "eval_precision": _choice(suite, "eval_precision", PRECISIONS, where),
     }
     systems = raw.get("systems", [])
     if not isinstance(systems, list):
@@ -357,10 +356,12 @@ def _int(table: Mapping[str, Any], key: str, where: str, *, default: int | None,
     return value
 
 
-def _alignment(suite: Mapping[str, Any], where: str) -> str | None:
-    value = _get(suite, "alignment", str, where, "suite.alignment", default=None)
-    if value is not None and value not in ALIGNMENTS:
-        raise ValueError(f"{where}: suite.alignment = {value!r} is not one of {ALIGNMENTS}")
+def _choice(suite: Mapping[str, Any], key: str, choices: tuple[str, ...],
+            where: str) -> str | None:
+    """An optional string field that must be one of ``choices`` (None when absent)."""
+    value = _get(suite, key, str, where, f"suite.{key}", default=None)
+    if value is not None and value not in choices:
+        raise ValueError(f"{where}: suite.{key} = {value!r} is not one of {choices}")
     return value
 
 

@@ -11,6 +11,8 @@ from mpqbench.method import TeacherSource, Workload
 from mpqbench.quant.allocation import Allocation, build_allocation
 from mpqbench.workloads.adapter import SpeechModel
 from mpqbench.workloads.data.embedded import open_split
+from mpqbench.workloads.data.librispeech import LibriSpeechSplit
+from mpqbench.workloads.data.types import Utterance
 from mpqbench.workloads.models.registry import load_model
 
 
@@ -40,7 +42,7 @@ def eligible_layers(model: SpeechModel, groups: Sequence[str],
                             rules=tuple(rules))
 
 
-def open_dev(data: str, split: str, size: int, seed: int):
+def open_dev(data: str, split: str, size: int, seed: int) -> LibriSpeechSplit:
     """The seeded dev subset the search proxies score (``size`` utterances at most)."""
     dev = open_split(data, split)
     return dev.subset(min(size, len(dev)), seed=seed)
@@ -58,6 +60,7 @@ def make_workload(
     teacher: TeacherSource,
     device: str,
     checkpoint_dir: Path | None = None,
+    dev: Sequence[Utterance] | None = None,
 ) -> Workload:
     """A :class:`~mpqbench.method.Workload` over ``model``'s ``eligible`` layers.
 
@@ -65,11 +68,12 @@ def make_workload(
         train_split: the training split, or None for a method that trains nothing (the
             standalone precision search).
         dev_split, dev_subset, seed: the proxy utterances (:func:`open_dev`).
+        dev: those utterances when the caller opened them already (not opened again).
     """
     train = open_split(data, train_split) if train_split is not None else []
     return Workload(
         name=model.name, model=model, train=train,
-        dev=open_dev(data, dev_split, dev_subset, seed),
+        dev=dev if dev is not None else open_dev(data, dev_split, dev_subset, seed),
         eligible=list(eligible.quantized), teacher=teacher, device=device,
         checkpoint_dir=checkpoint_dir,
     )

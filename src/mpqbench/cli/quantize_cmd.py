@@ -30,17 +30,12 @@ from mpqbench._atomic import atomic_write_json
 from mpqbench._names import safe_name
 from mpqbench.bench.cell import FP32, CellSpec, run_cell, summary_line
 from mpqbench.cli._shared import add_layer_selection_args, resolve_device
-from mpqbench.method import Budget, Target, available_methods, make_config
+from mpqbench.method import Budget, Target, available_methods, field_default, make_config
 from mpqbench.precision import PRECISIONS
 from mpqbench.workloads.data.embedded import EMBEDDED
 from mpqbench.workloads.metrics.alignment import ALIGNMENTS, DEFAULT_ALIGNMENT
 
 log = logging.getLogger(__name__)
-
-
-def budget_default(name: str) -> int:
-    """The default of :class:`~mpqbench.method.Budget` field ``name``."""
-    return int(Budget.__dataclass_fields__[name].default)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -63,11 +58,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="method config field (TOML value; dotted keys for nested, e.g. "
                    "train.lr=1e-4); repeatable")
     p.add_argument("--train-steps", type=int, default=50, help="QAT steps (50)")
+    budget_fields = Budget.__dataclass_fields__
     for name in ("batch_size", "search_budget", "dev_subset", "seed"):
-        default = budget_default(name)
-        help_text = Budget.__dataclass_fields__[name].metadata["help"]
+        default = field_default(budget_fields[name])
         p.add_argument(f"--{name.replace('_', '-')}", type=int, default=default,
-                       help=f"{help_text} ({default})")
+                       help=f"{budget_fields[name].metadata['help']} ({default})")
     splits = ",".join(CellSpec.default("eval_splits"))
     p.add_argument("--eval-splits", default=splits,
                    help=f"comma-separated splits to evaluate ({splits})")
@@ -75,7 +70,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-limit", type=int, default=None, metavar="N",
                    help="evaluate a fixed seeded subset of N utterances per split")
     p.add_argument("--precision", choices=PRECISIONS,
-                   default=Budget.__dataclass_fields__["precision"].default,
+                   default=field_default(budget_fields["precision"]),
                    help="training compute precision (fp32; bf16 autocast; fp16 on CUDA)")
     p.add_argument("--eval-precision", choices=PRECISIONS, default="fp32",
                    help="decoding compute precision (fp32)")

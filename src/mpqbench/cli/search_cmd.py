@@ -143,12 +143,13 @@ def run(args: argparse.Namespace) -> int:
                     dev_subset=args.dev_subset, seed=args.seed)
     device = resolve_device(args.device)
 
-    open_dev(args.data, args.dev_split, budget.dev_subset, budget.seed)  # fail fast on data
+    dev = open_dev(args.data, args.dev_split, budget.dev_subset, budget.seed)  # before the model
     model = open_model(args.model, device=device, whisper_window_s=args.whisper_window)
     eligible = eligible_layers(model, [g for g in args.groups.split(",") if g], args.rule)
     workload = make_workload(  # the proxy needs no training data
         model, eligible, data=args.data, train_split=None, dev_split=args.dev_split,
         dev_subset=budget.dev_subset, seed=budget.seed, teacher=TeacherCache(), device=device,
+        dev=dev,
     )
     outcome = search_allocation(workload, target, budget, config)
     info = {**outcome.info, "worker": args.worker_id, "workers": args.workers,

@@ -13,6 +13,8 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
+from mpqbench.method.interface import field_default
+
 
 @dataclass(frozen=True)
 class FieldDoc:
@@ -22,14 +24,6 @@ class FieldDoc:
     type: str
     default: Any
     help: str
-
-
-def _default(f: dataclasses.Field[Any]) -> Any:
-    if f.default is not dataclasses.MISSING:
-        return f.default
-    if f.default_factory is not dataclasses.MISSING:
-        return f.default_factory()
-    return dataclasses.MISSING
 
 
 def _type_name(tp: Any) -> str:
@@ -53,7 +47,7 @@ def config_fields(config_cls: type, prefix: str = "") -> list[FieldDoc]:
     hints = typing.get_type_hints(config_cls)
     out: list[FieldDoc] = []
     for f in dataclasses.fields(config_cls):
-        default = _default(f)
+        default = field_default(f)
         name = f"{prefix}{f.name}"
         if dataclasses.is_dataclass(default) and not isinstance(default, type):
             out += config_fields(type(default), prefix=f"{name}.")

@@ -300,7 +300,7 @@ def make_config(name: str, params: Mapping[str, Any] | None = None) -> Any:
         )
     defaults = {f.name: f for f in dataclasses.fields(entry.config_cls)}
     for key, value in list(params.items()):
-        default = _field_default(defaults[key])
+        default = field_default(defaults[key])
         if isinstance(value, Mapping) and dataclasses.is_dataclass(default):
             sub_known = {f.name for f in dataclasses.fields(default)}
             bad = sorted(set(value) - sub_known)
@@ -313,12 +313,13 @@ def make_config(name: str, params: Mapping[str, Any] | None = None) -> Any:
     return entry.config_cls(**params)
 
 
-def _field_default(f: dataclasses.Field[Any]) -> Any:
+def field_default(f: dataclasses.Field[Any]) -> Any:
+    """A dataclass field's default (its factory called), ``dataclasses.MISSING`` if none."""
     if f.default is not dataclasses.MISSING:
         return f.default
     if f.default_factory is not dataclasses.MISSING:
         return f.default_factory()
-    return None
+    return dataclasses.MISSING
 
 
 def run_method(
@@ -345,6 +346,7 @@ __all__ = [
     "Workload",
     "available_methods",
     "compression_methods",
+    "field_default",
     "get_method",
     "make_config",
     "register_method",

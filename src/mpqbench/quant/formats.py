@@ -109,12 +109,6 @@ class QuantSpec:
         check_bits(self.bits, what="QuantSpec.bits")
         _check_how(self.granularity, self.scale_method, self.learnable_scale, "QuantSpec")
 
-    @property
-    def quantizer(self) -> Quantizer:
-        """The spec without its bit-width."""
-        return Quantizer(granularity=self.granularity, scale_method=self.scale_method,
-                         learnable_scale=self.learnable_scale)
-
     def to_dict(self) -> dict[str, object]:
         """JSON-ready dict of the fields."""
         return {

@@ -183,9 +183,9 @@ def train(
     optimizer = _optimizer(module, config, extra_param_groups)
     peak = [g["lr"] for g in optimizer.param_groups]
     all_params = [p for g in optimizer.param_groups for p in g["params"]]
-    checkpointing = checkpoint_dir is not None and config.checkpoint_every > 0
-    start, history = _resume_or_seed(model, optimizer, checkpoint_dir if checkpointing else None,
-                                     seed, desc)
+    if config.checkpoint_every == 0:
+        checkpoint_dir = None  # checkpointing off
+    start, history = _resume_or_seed(model, optimizer, checkpoint_dir, seed, desc)
     ranks.start_together(start, desc, module, all_params)
 
     use_kl = teacher is not None and config.eta > 0
@@ -229,7 +229,7 @@ def train(
             bar.update(1)
             bar.set_postfix(loss=f"{parts['loss']:.3f}")
             done = step + 1
-            if (checkpointing and checkpoint_dir is not None
+            if (checkpoint_dir is not None
                     and done % config.checkpoint_every == 0 and done < steps):
                 _checkpoint(checkpoint_dir, done, model, optimizer, history)
         bar.close()

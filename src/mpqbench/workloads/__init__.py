@@ -1,6 +1,6 @@
 """The ground floor: speech-model and data interfaces, the models and data readers behind
 them, and evaluation (greedy decoding + WER). Imports nothing else of mpqbench except the
-root utilities (``_atomic``, ``timing``, ``errors``)."""
+root utilities (``_atomic``, ``timing``, ``errors``, ``precision``)."""
 
 from __future__ import annotations
 

@@ -41,7 +41,7 @@ Deviations from SCTK, all at edges where SCTK is undefined or table-bound:
 - p-value: the exact two-sided normal tail ``2 Phi(-|Z|)``, computed in log space
   (``scipy.special.log_ndtr``) so it never underflows: ``log10_p`` is exact for any Z,
   ``p_value = 10 ** log10_p`` is floored at the smallest normal double (2.2e-308, reached
-  for |Z| > 37.5) and is never 0. SCTK's ``normprob`` reads p from a table on a 0.01 grid
+  near |Z| = 37.5) and is never 0. SCTK's ``normprob`` reads p from a table on a 0.01 grid
   in |Z| (rounding p up) that stops at 2e-7, so SCTK's printed p differs from this one
   in the third digit and is 2e-7 for every |Z| beyond the table. ``significant`` is
   ``p < alpha`` where SCTK tests ``|Z| > 1.960`` (its two-tailed table has only 90-99 %
@@ -83,7 +83,6 @@ __all__ = [
     "mapsswe",
     "mapsswe_segments",
     "normal_two_sided_log10_p",
-    "p_from_log10",
 ]
 
 log = logging.getLogger(__name__)
@@ -285,11 +284,6 @@ def normal_two_sided_log10_p(z: float) -> float:
     return _normal_two_sided_log_p(z) / math.log(10.0)
 
 
-def p_from_log10(log10_p: float) -> float:
-    """``10 ** log10_p``, floored at the smallest normal double so a p-value is never 0."""
-    return max(math.exp(log10_p * math.log(10.0)), sys.float_info.min)
-
-
 def format_p(p_value: float, log10_p: float | None = None) -> str:
     """A p-value for reports: ``0.0123``, ``3.1e-45``; below 1e-300 ``<1e-300``, followed
     by ``, log10 p = -372995.9`` when the exact logarithm is known.
@@ -367,7 +361,7 @@ def mapsswe(
                     n,
                     mean,
                 )
-    log_p = _normal_two_sided_log_p(z)
+    log_p = _normal_two_sided_log_p(z)  # exp(log_p) is more exact than 10 ** log10_p
     log10_p = log_p / math.log(10.0)
     p = max(math.exp(log_p), sys.float_info.min)
     better: Literal["a", "b"] | None = "b" if mean > 0 else "a" if mean < 0 else None
