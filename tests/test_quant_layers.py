@@ -10,7 +10,13 @@ from torch import nn
 
 from mpqbench.quant.allocation import Allocation
 from mpqbench.quant.formats import Quantizer, QuantSpec
-from mpqbench.quant.layers import QuantConv1d, QuantLinear, fake_quant_modules, prepare_
+from mpqbench.quant.layers import (
+    QuantConv1d,
+    QuantLinear,
+    fake_quant_modules,
+    frozen_quantized_weights,
+    prepare_,
+)
 from mpqbench.quant.packed_layers import PackedConv1d, PackedLinear, convert_, packed_modules
 from mpqbench.quant.primitives import choose_scale, fake_quantize
 from quant_toys import STACK_LAYERS, rounding_tolerance, stack, stack_input
@@ -205,3 +211,32 @@ def test_prepare_on_a_copy_leaves_original_untouched():
     copy_ = copy.deepcopy(model)
     prepare_(copy_, Allocation("stack", {"lin": 4}))
     assert type(model.lin) is nn.Linear
+
+
+def test_frozen_quantized_weights_are_computed_once_and_change_nothing(monkeypatch):
+    model = stack()
+    prepare_(model, Allocation("stack", {"lin": 4, "pos": 3, "out": 2, "conv": None}))
+    x = stack_input()
+    with torch.no_grad():
+        expected = model(x)
+    calls = []
+    original = QuantLinear.fake_quant_with_scale
+
+    def counting(self):
+        calls.append(self)
+        return original(self)
+
+    monkeypatch.setattr(QuantLinear, "fake_quant_with_scale", counting)
+    with frozen_quantized_weights(model):
+        entered = len(calls)
+        with torch.no_grad():
+            first, second = model(x), model(x)
+        assert len(calls) == entered, "no forward may quantize again inside the context"
+        # exact: the frozen weight is the tensor every forward would compute
+        assert torch.equal(first, expected) and torch.equal(second, expected)
+        model(x).square().mean().backward()  # autograd on: quantized afresh, gradients flow
+        assert len(calls) > entered and model.lin.weight.grad is not None
+    calls.clear()
+    with torch.no_grad():
+        model(x)
+    assert calls, "after the context every forward quantizes again"

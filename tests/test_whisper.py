@@ -299,10 +299,14 @@ def test_forward_loss_logits_mask(tiny):
     batch = tiny.make_batch(utts)
     out = tiny.forward(batch)
     labels = batch.inputs["labels"]
-    assert out.logits.shape == (*labels.shape, tiny.model.config.vocab_size)
     assert out.mask.dtype == torch.bool and torch.equal(out.mask, labels != IGNORE_INDEX)
+    assert out.logits.shape == (int(out.mask.sum()), tiny.model.config.vocab_size)
+    # The rows are the full teacher-forced pass's logits at the labelled positions.
+    full = tiny.model(input_features=batch.inputs["input_features"],
+                      decoder_input_ids=batch.inputs["decoder_input_ids"]).logits
+    torch.testing.assert_close(out.logits, full[out.mask])
     logp = out.logits.log_softmax(-1)
-    picked = logp[out.mask].gather(1, labels[out.mask][:, None])
+    picked = logp.gather(1, labels[out.mask][:, None])
     torch.testing.assert_close(out.loss, -picked.mean())
     out.loss.backward()
     assert tiny.model.model.encoder.layers[0].fc1.weight.grad.abs().sum() > 0

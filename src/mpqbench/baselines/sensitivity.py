@@ -304,7 +304,7 @@ def kl_sensitivities(
         for batch in batches:
             with autocast(precision, model.device):
                 out = model.forward(batch)
-            refs.append(torch.log_softmax(out.logits.double(), dim=-1)[out.mask])
+            refs.append(torch.log_softmax(out.logits.double(), dim=-1))
         costs: dict[str, dict[int, float]] = {}
         evaluations = 0
         bar = tqdm(total=len(names) * len(candidates), desc="KL sensitivity", unit="probe",
@@ -320,7 +320,7 @@ def kl_sensitivities(
                     for batch, ref in zip(batches, refs, strict=True):
                         with autocast(precision, model.device):
                             out = model.forward(batch)
-                        logq = torch.log_softmax(out.logits.double(), dim=-1)[out.mask]
+                        logq = torch.log_softmax(out.logits.double(), dim=-1)
                         total += float((ref.exp() * (ref - logq)).sum())
                         count += ref.shape[0]
                         evaluations += 1

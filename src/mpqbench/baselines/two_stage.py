@@ -143,7 +143,7 @@ def target_bits_for(workload: Workload, target: Target) -> float:
 
 def _train_batch(workload: Workload, budget: Budget, index: int) -> Any:
     idx = batch_indices(len(workload.train), budget.batch_size, index, budget.seed)
-    return workload.model.make_batch([workload.train[i] for i in idx])
+    return workload.model.make_batch([workload.train[i] for i in idx], trim=budget.trim_window)
 
 
 def hessian_stage(workload: Workload, budget: Budget, config: TwoStageConfig) -> Stage1:
@@ -236,7 +236,7 @@ def dnas_stage(
             seed=budget.seed, config=config.train, teacher=workload.teacher,
             extra_param_groups=[{"params": alphas, "lr": config.arch_lr}],
             extra_loss=budget_term, on_step=on_step, desc="two-stage DNAS (frozen weights)",
-            precision=budget.precision,
+            precision=budget.precision, trim_window=budget.trim_window,
         )
         with torch.no_grad():
             logp = {n: torch.log_softmax(m.alpha.detach().double(), -1).cpu()

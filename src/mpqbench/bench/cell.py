@@ -46,6 +46,7 @@ from mpqbench.bench.workload import eligible_layers, make_workload, open_model
 from mpqbench.method import Budget, Target, field_default, get_method, make_config
 from mpqbench.precision import check_precision
 from mpqbench.quant.accounting import account
+from mpqbench.quant.layers import frozen_quantized_weights
 from mpqbench.quant.teacher import DEFAULT_TOP_K, TeacherCache, build_teacher_cache
 from mpqbench.timing import device_label, stage_timer
 from mpqbench.workloads.data.embedded import EMBEDDED, embedded_manifest_sha256, open_split
@@ -208,15 +209,16 @@ class CellSpec:
         Pretrained reference: budget, rules and method settings do not change a 32-bit
         system, so they are reset to fixed values and every cell of a model shares one
         reference, whatever its seed. Fine-tuned reference: the cell's train steps, batch
-        size, seed and precision are kept (one reference per seed, paired with that seed's
-        cells); the search budget and dev subset, which a 32-bit fine-tune does not use, are
-        reset.
+        size, seed, precision and window trimming are kept (one reference per seed, paired
+        with that seed's cells); the search budget and dev subset, which a 32-bit fine-tune
+        does not use, are reset.
         """
         if self.fp32_reference == "finetuned":
             budget = Budget(train_steps=self.budget.train_steps,
                             batch_size=self.budget.batch_size, search_budget=0,
                             dev_subset=1, seed=self.budget.seed,
-                            precision=self.budget.precision)
+                            precision=self.budget.precision,
+                            trim_window=self.budget.trim_window)
             top_k = self.teacher_top_k
         else:
             budget = Budget(train_steps=0, batch_size=1, dev_subset=1, seed=0)
@@ -344,12 +346,13 @@ def run_cell(
 
     accounting = account(model.model, allocation)
     evaluations = {}
-    for name, split in splits.items():
-        res = evaluate(model, split, batch_size=spec.eval_batch_size,
-                       max_new_tokens=spec.max_new_tokens, progress=progress,
-                       alignment=spec.alignment_name,
-                       precision=spec.eval_precision_name)
-        evaluations[name] = split_record(res)
+    with frozen_quantized_weights(model.model):
+        for name, split in splits.items():
+            res = evaluate(model, split, batch_size=spec.eval_batch_size,
+                           max_new_tokens=spec.max_new_tokens, progress=progress,
+                           alignment=spec.alignment_name,
+                           precision=spec.eval_precision_name)
+            evaluations[name] = split_record(res)
     record: dict[str, Any] = {
         "schema": RECORD_SCHEMA,
         "kind": "cell",

@@ -175,7 +175,8 @@ def load_suite(name_or_path: str) -> Suite:
         _only(budget_raw, {f.name for f in dataclasses.fields(Budget)} - {"seed"}, where,
               "[budget]")
         for key, value in budget_raw.items():
-            kind, noun = (str, "a string") if key == "precision" else (int, "an integer")
+            kind, noun = {"precision": (str, "a string"),
+                          "trim_window": (bool, "true or false")}.get(key, (int, "an integer"))
             if type(value) is not kind:
                 raise ValueError(f"budget.{key} must be {noun}, got {value!r}")
         budget = Budget(**budget_raw, seed=seeds[0])

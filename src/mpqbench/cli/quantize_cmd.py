@@ -72,6 +72,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", choices=PRECISIONS,
                    default=field_default(budget_fields["precision"]),
                    help="training compute precision (fp32; bf16 autocast; fp16 on CUDA)")
+    p.add_argument("--trim-window", action="store_true",
+                   help=budget_fields["trim_window"].metadata["help"])
     p.add_argument("--eval-precision", choices=PRECISIONS, default="fp32",
                    help="decoding compute precision (fp32)")
     p.add_argument("--alignment", choices=ALIGNMENTS, default=DEFAULT_ALIGNMENT,
@@ -131,7 +133,8 @@ def _run(args: argparse.Namespace, device: str) -> int:
         target=target,
         budget=Budget(train_steps=args.train_steps, batch_size=args.batch_size,
                       search_budget=args.search_budget, dev_subset=args.dev_subset,
-                      seed=args.seed, precision=args.precision),
+                      seed=args.seed, precision=args.precision,
+                      trim_window=args.trim_window),
         eval_splits=tuple(s for s in args.eval_splits.split(",") if s),
         groups=tuple(g for g in args.groups.split(",") if g),
         rules=tuple(args.rule),

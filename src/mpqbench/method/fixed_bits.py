@@ -61,7 +61,7 @@ def qat_fixed_bits(
         teacher=workload.teacher,
         checkpoint_dir=checkpoint_dir,
         desc=desc,
-        precision=budget.precision,
+        precision=budget.precision, trim_window=budget.trim_window,
     )
     timing = StageTiming(stage, result.seconds, device_label(workload.device),
                          steps=result.resumed_from + result.steps, kind="qat")

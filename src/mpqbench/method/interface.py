@@ -45,6 +45,10 @@ class Budget:
         precision: compute precision of every training forward, the teacher cache and the
             precision-learning passes (:mod:`mpqbench.precision`): ``fp32``, ``bf16``, or
             ``fp16`` on CUDA.
+        trim_window: train on batches padded only to their longest clip plus a margin
+            (:meth:`~mpqbench.workloads.adapter.SpeechModel.make_batch` ``trim``) instead of
+            the model's fixed window; teacher outputs, search proxies and evaluation keep
+            the window. Only fixed-window models (Whisper) are affected.
     """
 
     train_steps: int = field(metadata={"help": "QAT optimizer steps (same for every method)"})
@@ -54,9 +58,13 @@ class Budget:
     seed: int = field(default=0, metadata={"help": "random seed"})
     precision: str = field(default="fp32", metadata={
         "help": "training compute precision: fp32, bf16 (autocast), fp16 (CUDA only)"})
+    trim_window: bool = field(default=False, metadata={
+        "help": "train on batches trimmed to their longest clip (fixed-window models)"})
 
     def __post_init__(self) -> None:
         check_precision(self.precision)
+        if not isinstance(self.trim_window, bool):
+            raise ValueError(f"budget.trim_window must be true or false, got {self.trim_window!r}")
         for name in ("train_steps", "search_budget"):
             if getattr(self, name) < 0:
                 raise ValueError(f"budget.{name} must be >= 0, got {getattr(self, name)}")
@@ -65,11 +73,14 @@ class Budget:
                 raise ValueError(f"budget.{name} must be >= 1, got {getattr(self, name)}")
 
     def to_dict(self) -> dict[str, Any]:
-        """The fields as a dict; ``precision`` only when it is not ``fp32`` (the default,
-        which every record made before the field existed used, so their hashes hold)."""
+        """The fields as a dict; ``precision`` and ``trim_window`` only when they are not at
+        their defaults (which every record made before the fields existed used, so their
+        hashes hold)."""
         out = dataclasses.asdict(self)
         if out["precision"] == "fp32":
             del out["precision"]
+        if not out["trim_window"]:
+            del out["trim_window"]
         return out
 
 

@@ -33,7 +33,9 @@ effective weight packed; g and v are not kept.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -92,7 +94,13 @@ class _FakeQuantMixin:
         return fake_quantize(w, scale, spec.bits, in_range=in_range), scale
 
     def quantized_weight(self) -> torch.Tensor:
-        """The fake-quantized weight used by forward (differentiable via STE / LSQ)."""
+        """The fake-quantized weight used by forward (differentiable via STE / LSQ).
+
+        Inside :func:`frozen_quantized_weights` and with autograd off, the weight computed
+        on entry (the same values, not recomputed per forward)."""
+        frozen = getattr(self, "_frozen_weight", None)
+        if frozen is not None and not torch.is_grad_enabled():
+            return frozen
         return self.fake_quant_with_scale()[0]
 
     def current_scale(self) -> torch.Tensor:
@@ -138,6 +146,27 @@ def _adopt(new: nn.Module, old: nn.Module) -> None:
         new.weight = old.weight
     new.bias = old.bias
     new.train(old.training)
+
+
+@contextlib.contextmanager
+def frozen_quantized_weights(module: nn.Module) -> Iterator[None]:
+    """Fake-quantize every fake-quant layer's weight of ``module`` once, for inference.
+
+    Greedy decoding runs the decoder once per emitted token, and each run would quantize
+    every decoder weight again; inside this context a forward with autograd off uses the
+    weight quantized on entry instead. The values are those every forward would compute
+    (the weights do not change while nothing trains), so outputs are unchanged; a forward
+    with autograd on ignores the frozen copy. Nested use is not supported.
+    """
+    layers = [m for m in module.modules() if isinstance(m, _FakeQuantMixin)]
+    with torch.no_grad():
+        for m in layers:
+            m._frozen_weight = m.fake_quant_with_scale()[0].detach()
+    try:
+        yield
+    finally:
+        for m in layers:
+            m._frozen_weight = None
 
 
 class QuantLinear(_FakeQuantMixin, nn.Linear):
@@ -282,6 +311,7 @@ __all__ = [
     "QuantConv1d",
     "QuantLinear",
     "fake_quant_modules",
+    "frozen_quantized_weights",
     "prepare_",
     "replace_modules_",
 ]

@@ -55,58 +55,63 @@ class TeacherCache:
 
     @torch.no_grad()  # not inference_mode: cached tensors later meet autograd in kl()
     def add_batch(self, batch: ModelBatch, logits: torch.Tensor, mask: torch.Tensor) -> None:
-        """Store the teacher's outputs for one batch (logits ``(B, T, V)``, mask ``(B, T)``)."""
+        """Store the teacher's outputs for one batch (:class:`ForwardOutput` layout: logits
+        ``(N, V)`` of the valid positions, mask ``(B, T)``)."""
         logp = torch.log_softmax(logits.float(), dim=-1)
         k = min(self.top_k, logp.shape[-1])
         top, idx = logp.topk(k, dim=-1)
         mass = top.exp().sum(-1).clamp(max=1.0)
-        log_tail = torch.log1p(-mass.clamp(max=1.0 - 1e-7)) if k < logp.shape[-1] else None
-        for b, utt_id in enumerate(batch.ids):
-            valid = mask[b]
-            self._entries[utt_id] = _Entry(
-                index=idx[b][valid].cpu(),
-                logp=top[b][valid].cpu(),
-                log_tail=(
-                    log_tail[b][valid].cpu()
-                    if log_tail is not None
-                    else torch.full((int(valid.sum()),), float("-inf"))
-                ),
-            )
+        if k < logp.shape[-1]:
+            log_tail = torch.log1p(-mass.clamp(max=1.0 - 1e-7))
+        else:
+            log_tail = torch.full(mass.shape, float("-inf"), device=mass.device)
+        counts = mask.sum(dim=1).tolist()
+        pieces = zip(idx.cpu().split(counts), top.cpu().split(counts),
+                     log_tail.cpu().split(counts), strict=True)
+        for utt_id, (index, top_logp, tail) in zip(batch.ids, pieces, strict=True):
+            self._entries[utt_id] = _Entry(index=index, logp=top_logp, log_tail=tail)
 
     def kl(self, batch: ModelBatch, logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Mean over valid positions of KL_k(teacher || student) for a student batch.
+        """Mean over valid positions of KL_k(teacher || student) for a student batch
+        (:class:`ForwardOutput` layout: logits ``(N, V)`` of the valid positions, mask
+        ``(B, T)``).
+
+        The rows are normalised with one ``logsumexp`` and the whole batch is one gather,
+        so no per-utterance slice of the logits costs a vocabulary-sized pass in the
+        backward.
 
         Raises:
             KeyError: an utterance in the batch has no cached teacher output.
             ValueError: the student's valid positions differ from the teacher's for an id.
         """
-        logq = torch.log_softmax(logits.float(), dim=-1)
-        total = logits.new_zeros((), dtype=torch.float32)
-        count = 0
+        entries = []
+        counts = mask.sum(dim=1).tolist()
         for b, utt_id in enumerate(batch.ids):
             entry = self._entries.get(utt_id)
             if entry is None:
                 raise KeyError(f"no cached teacher output for utterance {utt_id!r}")
-            rows = logq[b][mask[b]]
-            if rows.shape[0] != entry.index.shape[0]:
+            if counts[b] != entry.index.shape[0]:
                 raise ValueError(
-                    f"utterance {utt_id!r}: student has {rows.shape[0]} valid positions, "
+                    f"utterance {utt_id!r}: student has {counts[b]} valid positions, "
                     f"teacher cache has {entry.index.shape[0]}"
                 )
-            idx = entry.index.to(rows.device)
-            p_logp = entry.logp.to(rows.device)
-            q_top = rows.gather(-1, idx)
-            kl = (p_logp.exp() * (p_logp - q_top)).sum(-1)
-            tail = entry.log_tail.to(rows.device)
-            has_tail = torch.isfinite(tail)
-            if bool(has_tail.any()):
-                # log q_tail = log(1 - sum_topk q), computed stably from log-probs.
-                q_mass = torch.logsumexp(q_top, dim=-1).exp().clamp(max=1.0 - 1e-7)
-                log_q_tail = torch.log1p(-q_mass)
-                kl = kl + torch.where(has_tail, tail.exp() * (tail - log_q_tail), 0.0)
-            total = total + kl.sum()
-            count += rows.shape[0]
-        return total / max(count, 1)
+            entries.append(entry)
+        rows = logits.float()
+        if rows.shape[0] == 0:
+            return rows.new_zeros(())
+        device = rows.device
+        idx = torch.cat([e.index for e in entries]).to(device)
+        p_logp = torch.cat([e.logp for e in entries]).to(device)
+        tail = torch.cat([e.log_tail for e in entries]).to(device)
+        q_top = rows.gather(-1, idx) - torch.logsumexp(rows, dim=-1, keepdim=True)
+        kl = (p_logp.exp() * (p_logp - q_top)).sum(-1)
+        has_tail = torch.isfinite(tail)
+        if bool(has_tail.any()):
+            # log q_tail = log(1 - sum_topk q), computed stably from log-probs.
+            q_mass = torch.logsumexp(q_top, dim=-1).exp().clamp(max=1.0 - 1e-7)
+            log_q_tail = torch.log1p(-q_mass)
+            kl = kl + torch.where(has_tail, tail.exp() * (tail - log_q_tail), 0.0)
+        return kl.sum() / rows.shape[0]
 
     def fingerprint(self) -> str:
         """A short hash of the cached contents (for records and cache keys)."""

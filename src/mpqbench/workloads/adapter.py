@@ -45,9 +45,11 @@ class ForwardOutput:
 
     Attributes:
         loss: scalar task loss (CTC, or teacher-forced cross-entropy for seq2seq).
-        logits: ``(batch, time, vocab)`` output scores whose softmax is the output distribution
-            used for distillation.
-        mask: ``(batch, time)`` bool, True where ``logits`` are valid (not padding).
+        logits: ``(N, vocab)`` output scores at the ``N`` valid positions only, utterance by
+            utterance and in time order within one (``full[mask]`` of the ``(batch, time,
+            vocab)`` scores); their softmax is the output distribution used for distillation.
+            Padding positions are left out so that no vocabulary-sized work is spent on them.
+        mask: ``(batch, time)`` bool, True at the valid (not padding) positions.
     """
 
     loss: torch.Tensor
@@ -85,8 +87,14 @@ class SpeechModel(abc.ABC):
         return self
 
     @abc.abstractmethod
-    def make_batch(self, utterances: Sequence[Utterance]) -> ModelBatch:
-        """Collate utterances (audio + reference text) into a device-placed batch."""
+    def make_batch(self, utterances: Sequence[Utterance], *, trim: bool = False) -> ModelBatch:
+        """Collate utterances (audio + reference text) into a device-placed batch.
+
+        ``trim``: a model that pads every clip to a fixed window (Whisper) pads this batch
+        only to its longest clip plus a margin instead, so a training step skips encoder
+        work on silence. A model that already pads to the batch's longest clip (CTC)
+        ignores it.
+        """
 
     @abc.abstractmethod
     def forward(self, batch: ModelBatch) -> ForwardOutput:

@@ -173,9 +173,10 @@ class CTCSpeechModel(SpeechModel):
         return ids
 
     # ----------------------------------------------------------------- batches
-    def make_batch(self, utterances: Sequence[Utterance]) -> ModelBatch:
+    def make_batch(self, utterances: Sequence[Utterance], *, trim: bool = False) -> ModelBatch:
         """Collate utterances into ``input_values``, ``num_samples``, ``labels``
-        (padded with -100) and, when the checkpoint uses one, ``attention_mask``.
+        (padded with -100) and, when the checkpoint uses one, ``attention_mask``. Audio is
+        always padded to the batch's longest clip, so ``trim`` changes nothing.
 
         Raises:
             ValueError: empty batch; a clip that is not 1-D, is shorter than the model's
@@ -277,8 +278,8 @@ class CTCSpeechModel(SpeechModel):
 
     def forward(self, batch: ModelBatch) -> ForwardOutput:
         """CTC loss (reduction :attr:`ctc_loss_reduction`, blank = ``config.pad_token_id``,
-        ``zero_infinity`` from the config) over each clip's valid frames only, the frame
-        logits ``(B, T, V)`` and the valid-frame mask."""
+        ``zero_infinity`` from the config) over each clip's valid frames only, the logits of
+        the valid frames ``(N, V)`` and the valid-frame mask ``(B, T)``."""
         logits, lengths = self._logits(batch.inputs)
         mask = torch.arange(logits.shape[1], device=logits.device)[None, :] < lengths[:, None]
         labels = batch.inputs["labels"]
@@ -294,7 +295,7 @@ class CTCSpeechModel(SpeechModel):
                 reduction=self.ctc_loss_reduction,
                 zero_infinity=bool(self.model.config.ctc_zero_infinity),
             )
-        return ForwardOutput(loss=loss, logits=logits, mask=mask)
+        return ForwardOutput(loss=loss, logits=logits[mask], mask=mask)
 
     @torch.inference_mode()
     def transcribe(

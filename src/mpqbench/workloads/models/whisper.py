@@ -19,11 +19,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import logging
+import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +55,8 @@ DEFAULT_MAX_NEW_TOKENS = 128
 IGNORE_INDEX = -100
 #: Encoder positions per second of audio (mel hop 10 ms, conv stride 2).
 _POSITIONS_PER_S = 50
+#: Silence kept after a trimmed batch's longest clip (:meth:`WhisperSpeechModel.make_batch`).
+TRIM_MARGIN_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -138,6 +142,22 @@ def training_text(text: str) -> str:
 def _cache_keyword(decoder: nn.Module) -> str:
     params = inspect.signature(decoder.forward).parameters
     return "cache" if "cache" in params else "past_key_values"
+
+
+class _LeadingPositions(nn.Module):
+    """The first ``n`` rows of a positional embedding table, as an embedding module."""
+
+    def __init__(self, full: nn.Embedding, n: int) -> None:
+        super().__init__()
+        self._full = (full,)  # a tuple, so the table is not registered twice
+        self.num_embeddings = n
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self._full[0].weight[: self.num_embeddings]
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return F.embedding(ids, self.weight)
 
 
 class WhisperSpeechModel(SpeechModel):
@@ -259,8 +279,14 @@ class WhisperSpeechModel(SpeechModel):
         text = training_text(text)
         return self.tokenizer.encode(" " + text, add_special_tokens=False).ids if text else []
 
-    def make_batch(self, utterances: Sequence[Utterance]) -> ModelBatch:
+    def make_batch(self, utterances: Sequence[Utterance], *, trim: bool = False) -> ModelBatch:
         """Features plus teacher-forcing decoder inputs and labels (see the class docstring).
+
+        ``trim``: cut the features after the batch's longest clip plus :data:`TRIM_MARGIN_S`
+        of padding, rounded up to whole seconds (at most the window): :meth:`forward` then
+        runs the encoder over that many positions only. The kept frames are those of the
+        full window exactly (the log-mel of a clip does not depend on how much padding
+        follows it). Trimmed batches are for training; evaluation keeps the window.
 
         Raises:
             ValueError: an empty batch, or a transcript too long for the decoder's positions.
@@ -287,10 +313,15 @@ class WhisperSpeechModel(SpeechModel):
             decoder_input[row, :n] = torch.tensor(seq[:-1])
             labels[row, len(prompt) - 1 : n] = torch.tensor(seq[len(prompt) :])
         device = self.device
+        features = self.features([u.audio for u in utterances])
+        if trim:
+            longest = max(np.asarray(u.audio).size for u in utterances) / SAMPLE_RATE
+            seconds = min(self.window_s, math.ceil(longest + TRIM_MARGIN_S))
+            features = features[..., : seconds * 2 * _POSITIONS_PER_S]
         return ModelBatch(
             ids=[u.id for u in utterances],
             inputs={
-                "input_features": self.features([u.audio for u in utterances]),
+                "input_features": features,
                 "decoder_input_ids": decoder_input.to(device),
                 "labels": labels.to(device),
             },
@@ -300,24 +331,61 @@ class WhisperSpeechModel(SpeechModel):
     def forward(self, batch: ModelBatch) -> ForwardOutput:
         """Teacher-forced pass: mean cross-entropy over label tokens, decoder logits, mask.
 
+        The output projection (``proj_out``, vocabulary-sized) runs on the labelled
+        positions only, not on the prompt and padding.
+
         Returns:
-            ``loss`` (scalar), ``logits`` ``(B, L, vocab)``, ``mask`` ``(B, L)`` True on the
-            positions that carry a label (text tokens and the final end of text).
+            ``loss`` (scalar), ``logits`` ``(N, vocab)`` at the ``N`` labelled positions,
+            ``mask`` ``(B, L)`` True on those positions (text tokens and the final end of
+            text).
         """
         inputs = batch.inputs
-        out = self.model(
-            input_features=inputs["input_features"],
-            decoder_input_ids=inputs["decoder_input_ids"],
-            use_cache=False,
-        )
-        logits = out.logits
+        features = inputs["input_features"]
         labels = inputs["labels"]
-        loss = F.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]).float(),
-            labels.reshape(-1),
-            ignore_index=IGNORE_INDEX,
-        )
-        return ForwardOutput(loss=loss, logits=logits, mask=labels != IGNORE_INDEX)
+        mask = labels != IGNORE_INDEX
+        with self._encoder_positions(features.shape[-1] // 2):
+            hidden = self.model.model(
+                input_features=features,
+                decoder_input_ids=inputs["decoder_input_ids"],
+                use_cache=False,
+            ).last_hidden_state
+        logits = self.model.proj_out(hidden[mask])
+        loss = F.cross_entropy(logits.float(), labels[mask])
+        return ForwardOutput(loss=loss, logits=logits, mask=mask)
+
+    @contextlib.contextmanager
+    def _encoder_positions(self, positions: int) -> Iterator[None]:
+        """Let the encoder take ``positions`` (<= the window's) positions for one forward.
+
+        transformers' encoder insists on exactly ``config.max_source_positions`` and adds
+        every row of its positional table, so for a trimmed batch both are shortened for the
+        duration of the call (the table by a view of its leading rows, through which any
+        gradient still reaches the full table) and restored after.
+
+        Raises:
+            ValueError: more positions than the window has, or none.
+        """
+        encoder = self.model.model.encoder
+        full = encoder.embed_positions
+        if positions == full.num_embeddings:
+            yield
+            return
+        if not 1 <= positions < full.num_embeddings:
+            raise ValueError(
+                f"input features give {positions} encoder positions; the {self.window_s} s "
+                f"window has {full.num_embeddings}"
+            )
+        configs = {id(c): c for c in (encoder.config, self.model.config)}.values()
+        saved = [c.max_source_positions for c in configs]
+        encoder.embed_positions = _LeadingPositions(full, positions)
+        for c in configs:
+            c.max_source_positions = positions
+        try:
+            yield
+        finally:
+            encoder.embed_positions = full
+            for c, value in zip(configs, saved, strict=True):
+                c.max_source_positions = value
 
     # --- decoding -----------------------------------------------------------------------
     def transcribe(
