@@ -51,14 +51,16 @@ def _model(window: int, threads: int):
     return model
 
 
-def step_cost(precision: str, steps: int, window: int, threads: int) -> dict[str, float]:
-    """Median time of a 4-bit QAT step in ``precision`` and the peak RSS, in this process."""
+def step_cost(precision: str, steps: int, window: int, threads: int,
+              trim: bool = False) -> dict[str, float]:
+    """Median time of a 4-bit QAT step in ``precision`` and the peak RSS, in this process
+    (``trim``: batches trimmed to their longest clip, budget ``trim_window``)."""
     model = _model(window, threads)
     data = open_split("embedded", "train")[:BATCH]
     teacher = build_teacher_cache(model, data, batch_size=BATCH, progress=False,
                                   precision=precision)
     prepare_(model.model, allocation_for(model, 4))
-    step_s = median_step_seconds(model, data, teacher, steps, BATCH, precision)
+    step_s = median_step_seconds(model, data, teacher, steps, BATCH, precision, trim)
     return {"step_s": step_s, "peak_mib": rss_mib()}
 
 
@@ -80,12 +82,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--window", type=int, default=20, help="Whisper encoder window (s)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--skip-eval", action="store_true")
+    parser.add_argument("--trim", action="store_true",
+                        help="trim training batches to their longest clip (trim_window)")
     parser.add_argument("--child", nargs=2, metavar=("KIND", "PRECISION"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         kind, precision = args.child
-        out = (step_cost(precision, args.steps, args.window, args.threads) if kind == "step"
+        out = (step_cost(precision, args.steps, args.window, args.threads, args.trim)
+               if kind == "step"
                else eval_cost(precision, args.eval_utts, args.window, args.threads))
         print(json.dumps(out))
         return
@@ -98,15 +103,17 @@ def main(argv: list[str] | None = None) -> None:
                 out = subprocess.run(
                     [sys.executable, __file__, "--child", kind, precision,
                      "--steps", str(args.steps), "--eval-utts", str(args.eval_utts),
-                     "--window", str(args.window), "--threads", str(args.threads)],
+                     "--window", str(args.window), "--threads", str(args.threads),
+                     *(["--trim"] if args.trim else [])],
                     check=True, capture_output=True, text=True,
                 ).stdout.strip().splitlines()[-1]
                 results[(kind, precision)].append(json.loads(out))
                 print(kind, precision, results[(kind, precision)][-1], flush=True)
     med = {key: {m: statistics.median(r[m] for r in v) for m in v[0]}
            for key, v in results.items()}
-    print(f"cpu capability {torch.backends.cpu.get_cpu_capability()}, window {args.window} s, "
-          f"batch {BATCH}, {args.threads} threads, {args.rounds} rounds")
+    print(f"cpu capability {torch.backends.cpu.get_cpu_capability()}, window {args.window} s"
+          f"{' (training batches trimmed)' if args.trim else ''}, batch {BATCH}, "
+          f"{args.threads} threads, {args.rounds} rounds")
     s32, s16 = med[("step", "fp32")], med[("step", "bf16")]
     print(f"  4-bit QAT step: fp32 {s32['step_s']:.2f} s, bf16 {s16['step_s']:.2f} s; "
           f"ratio bf16/fp32 time {s16['step_s'] / s32['step_s']:.3f}, "

@@ -19,7 +19,7 @@ def rss_mib() -> float:
 
 
 def median_step_seconds(model: Any, data: Sequence[Any], teacher: Any, steps: int,
-                        batch: int, precision: str = "fp32") -> float:
+                        batch: int, precision: str = "fp32", trim: bool = False) -> float:
     """Median wall time of ``steps`` steps of the shared loop, read inside the loop
     (device-synchronised); step 0, which allocates the AdamW state, is run but excluded."""
     stamps: list[float] = []
@@ -30,7 +30,7 @@ def median_step_seconds(model: Any, data: Sequence[Any], teacher: Any, steps: in
 
     train(model, data, steps=steps + 1, batch_size=batch, seed=0,
           config=TrainConfig(lr=1e-5, warmup_frac=0.0), teacher=teacher, on_step=stamp,
-          progress=False, precision=precision)
+          progress=False, precision=precision, trim_window=trim)
     synchronize(model.device)
     stamps.append(time.perf_counter())
     return statistics.median(b - a for a, b in itertools.pairwise(stamps[1:]))

@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=1)
     parser.add_argument("--window", type=int, default=20)
     parser.add_argument("--top", type=int, default=15)
+    parser.add_argument("--trim", action="store_true", help="budget trim_window")
     args = parser.parse_args(argv)
     model = load_model("whisper-tiny.en")
     model.set_window_(args.window)
@@ -38,11 +39,12 @@ def main(argv: list[str] | None = None) -> None:
                                   precision=args.precision)
     prepare_(model.model, allocation_for(model, 4))
     cfg = TrainConfig(lr=1e-5, warmup_frac=0.0)
+    # Warm-up: AdamW state, allocator.
     train(model, data, steps=1, batch_size=BATCH, seed=0, config=cfg, teacher=teacher,
-          progress=False, precision=args.precision)  # warm-up: AdamW state, allocator
+          progress=False, precision=args.precision, trim_window=args.trim)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         train(model, data, steps=args.steps, batch_size=BATCH, seed=1, config=cfg,
-              teacher=teacher, progress=False, precision=args.precision)
+              teacher=teacher, progress=False, precision=args.precision, trim_window=args.trim)
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events)
     print(f"precision {args.precision}, window {args.window} s, batch {BATCH}, "
