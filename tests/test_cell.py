@@ -25,13 +25,14 @@ def test_bad_method_field_is_refused_before_loading(corpus, tmp_path, capsys, fi
 
 
 @pytest.mark.parametrize("model", ["tiny-ctc", "tiny-whisper"])
-def test_uniform_cell_record(corpus, model):
+def test_uniform_cell_record(corpus, model, capsys):
     budget = Budget(train_steps=2, batch_size=2, dev_subset=2, seed=0)
     base = CellSpec(model=model, data=str(corpus), method="uniform", target=Target(avg_bits=8),
                     budget=budget, eval_splits=("test-clean",), max_new_tokens=8)
     reference = run_cell(base.reference(), progress=False)
     assert reference["avg_bits"] == 32.0 and reference["compression_ratio"]["value"] == 1.0
     record = run_cell(base, reference=reference, progress=False)
+    assert "QAT" not in capsys.readouterr().err, "progress=False must reach the QAT bar"
     json.dumps(record, allow_nan=False)  # records must be strict JSON
     bits = set(record["allocation"]["layers"].values())
     assert bits == {8}

@@ -172,7 +172,7 @@ def hessian_stage(workload: Workload, budget: Budget, config: TwoStageConfig) ->
         est = hutchinson_traces(
             loss_fn, weights, n_hvp=budget.search_budget,
             probes_per_batch=config.probes_per_batch, seed=budget.seed, method=config.hvp,
-            fd_step=config.fd_step, progress=True,
+            fd_step=config.fd_step, progress=workload.progress,
         )
     finally:
         for p, flag in flags.items():
@@ -200,7 +200,7 @@ def kl_stage(workload: Workload, budget: Budget, config: TwoStageConfig) -> Stag
     ]
     costs, evaluations = kl_sensitivities(
         workload.model, workload.eligible, config.candidates, batches, config.quantizer,
-        progress=True, precision=budget.precision,
+        progress=workload.progress, precision=budget.precision,
     )
     return Stage1(costs, evaluations=evaluations, info={"calibration_batches": n_batches})
 
@@ -236,6 +236,7 @@ def dnas_stage(
             seed=budget.seed, config=config.train, teacher=workload.teacher,
             extra_param_groups=[{"params": alphas, "lr": config.arch_lr}],
             extra_loss=budget_term, on_step=on_step, desc="two-stage DNAS (frozen weights)",
+            progress=workload.progress,
             precision=budget.precision, trim_window=budget.trim_window,
         )
         with torch.no_grad():

@@ -323,6 +323,7 @@ def run_cell(
         model, eligible, data=spec.data, train_split=spec.train_split,
         dev_split=spec.dev_split, dev_subset=spec.budget.dev_subset, seed=spec.budget.seed,
         teacher=TeacherCache(spec.teacher_top_k), device=device, checkpoint_dir=checkpoint_dir,
+        progress=progress,
     )
     teacher_stage = None
     if spec.budget.train_steps > 0:  # without training there is nothing to distil

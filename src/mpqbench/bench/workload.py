@@ -61,6 +61,7 @@ def make_workload(
     device: str,
     checkpoint_dir: Path | None = None,
     dev: Sequence[Utterance] | None = None,
+    progress: bool = True,
 ) -> Workload:
     """A :class:`~mpqbench.method.Workload` over ``model``'s ``eligible`` layers.
 
@@ -69,13 +70,14 @@ def make_workload(
             standalone precision search).
         dev_split, dev_subset, seed: the proxy utterances (:func:`open_dev`).
         dev: those utterances when the caller opened them already (not opened again).
+        progress: the methods' progress bars.
     """
     train = open_split(data, train_split) if train_split is not None else []
     return Workload(
         name=model.name, model=model, train=train,
         dev=dev if dev is not None else open_dev(data, dev_split, dev_subset, seed),
         eligible=list(eligible.quantized), teacher=teacher, device=device,
-        checkpoint_dir=checkpoint_dir,
+        checkpoint_dir=checkpoint_dir, progress=progress,
     )
 
 

@@ -60,7 +60,7 @@ def qat_fixed_bits(
         config=train_config,
         teacher=workload.teacher,
         checkpoint_dir=checkpoint_dir,
-        desc=desc,
+        desc=desc, progress=workload.progress,
         precision=budget.precision, trim_window=budget.trim_window,
     )
     timing = StageTiming(stage, result.seconds, device_label(workload.device),

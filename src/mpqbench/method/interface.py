@@ -157,6 +157,8 @@ class Workload:
         device: where training runs.
         checkpoint_dir: where the shared QAT loop checkpoints each training stage (one
             subdirectory per stage) and resumes from; None (the default) disables it.
+        progress: show progress bars for the method's long stages (training loops,
+            sensitivity passes, search trials).
     """
 
     name: str
@@ -167,6 +169,7 @@ class Workload:
     teacher: TeacherSource
     device: str = "cpu"
     checkpoint_dir: Path | None = None
+    progress: bool = True
 
 
 #: What a stage spends. ``qat``: parameter estimation -- optimizer steps on the model's

@@ -165,6 +165,7 @@ def run_one_stage(
         config=config.train, teacher=workload.teacher,
         extra_param_groups=[{"params": alphas, "lr": config.arch_lr}],
         extra_loss=budget_term, on_step=schedule, desc="one-stage supernet",
+        progress=workload.progress,
         precision=budget.precision, trim_window=budget.trim_window,
     )
     with stage_timer(workload.device) as watch:

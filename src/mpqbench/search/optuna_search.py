@@ -551,7 +551,8 @@ def search_allocation(
                 max_new_tokens=config.max_new_tokens, precision=budget.precision,
             )
             with proxy, tqdm(total=budget.search_budget, initial=done, unit="trial",
-                             desc=f"optuna {config.sampler} search") as bar:
+                             desc=f"optuna {config.sampler} search",
+                             disable=not workload.progress) as bar:
                 # Only the worker that created the study enqueues the warm starts (or worker 0
                 # resuming a study left empty), so parallel workers never enqueue them twice.
                 if created or (config.worker == 0 and not study.get_trials(deepcopy=False)):
