@@ -174,3 +174,22 @@ def test_precision_learning_proxies_run_in_bf16_close_to_fp32():
     costs, _ = kl_sensitivities(model, layers[:2], (2, 8), batches, Quantizer(),
                                 precision="bf16")
     assert all(np.isfinite(v) for row in costs.values() for v in row.values())
+
+
+@pytest.mark.parametrize("keep", [True, False], ids=["kept", "recomputed"])
+def test_the_supernet_mixture_stays_fp32_under_autocast(keep):
+    from mpqbench.quant.supernet import mixed_fake_quantize
+
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(6, 5, generator=g, requires_grad=True)
+    y = torch.softmax(torch.randn(3, generator=g), 0).requires_grad_(True)
+    ref = mixed_fake_quantize(w, y, (2, 4, 8), keep_candidates=keep)
+    x = torch.randn(4, 5, generator=g)
+    with autocast("bf16", "cpu"):
+        mixed = mixed_fake_quantize(w, y, (2, 4, 8), keep_candidates=keep)
+        out = torch.nn.functional.linear(x, mixed)  # bf16, so its gradient arrives in bf16
+    assert mixed.dtype == torch.float32 and torch.equal(mixed, ref)
+    assert out.dtype == torch.bfloat16
+    out.float().square().sum().backward()  # the one_stage supernet's backward (failed before)
+    assert w.grad.dtype == torch.float32 and y.grad.dtype == torch.float32
+    assert torch.isfinite(y.grad).all() and y.grad.abs().sum() > 0

@@ -192,8 +192,12 @@ class _MixedFakeQuant(torch.autograd.Function):
         k = len(bits)
         need_w, need_y = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         keep = keep and (need_y or (need_w and need_mask))
-        quant, mask = _quantize_all(w, scales, bits, qmin, qmax, need_mask=keep and need_mask)
-        out = (y.to(w.dtype) @ quant.view(k, -1)).view(w.shape)
+        # The mixture is quantizer arithmetic: fp32 (w's dtype) even inside a caller's
+        # autocast region, whose matmul would otherwise come out in bf16.
+        with torch.autocast(w.device.type, enabled=False):
+            quant, mask = _quantize_all(w, scales, bits, qmin, qmax,
+                                        need_mask=keep and need_mask)
+            out = (y.to(w.dtype) @ quant.view(k, -1)).view(w.shape)
         ctx.bits, ctx.need_mask, ctx.kept = bits, need_mask, keep
         if keep:
             ctx.save_for_backward(w, y, quant, mask)
@@ -215,6 +219,7 @@ class _MixedFakeQuant(torch.autograd.Function):
                 quant, mask = _quantize_all(w.detach(), scales, ctx.bits, qmin, qmax,
                                             need_mask=masks)
         grad_w = grad_y = None
+        grad = grad.to(w.dtype)
         if need_y:
             grad_y = (quant.view(k, -1) @ grad.reshape(-1)).to(y.dtype)
         if masks:
