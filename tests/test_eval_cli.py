@@ -57,13 +57,22 @@ def test_token_cap_is_counted(corpus, tiny_models):
     result = evaluate(tiny_models["tiny-whisper"], split, max_new_tokens=1, progress=False)
     # A random-init decoder does not emit end-of-text as its first token on every clip.
     assert result.num_capped == sum(r.capped for r in result.rows) > 0
+    # a duration cap below one token per clip stops every clip at its first token too
+    by_rate = evaluate(tiny_models["tiny-whisper"], split, max_tokens_per_s=1e-9,
+                       progress=False)
+    assert by_rate.rows == result.rows and by_rate.max_tokens_per_s == 1e-9
+    with pytest.raises(ValueError, match="max_tokens_per_s"):
+        evaluate(tiny_models["tiny-whisper"], split, max_tokens_per_s=0, progress=False)
 
 
 @pytest.mark.parametrize(
-    ("model", "family", "cap_args", "cap"),
-    [("tiny-ctc", "ctc", (), None), ("tiny-whisper", "whisper", ("--max-new-tokens", "6"), 6)],
+    ("model", "family", "cap_args", "cap", "rate"),
+    [("tiny-ctc", "ctc", (), None, None),
+     ("tiny-whisper", "whisper", ("--max-new-tokens", "6"), 6, None),
+     ("tiny-whisper", "whisper", ("--max-tokens-per-s", "2.5"), 128, 2.5)],
 )
-def test_eval_writes_a_complete_record(corpus, tmp_path, capsys, model, family, cap_args, cap):
+def test_eval_writes_a_complete_record(corpus, tmp_path, capsys, model, family, cap_args, cap,
+                                       rate):
     out = tmp_path / "rec" / "r.json"
     assert _eval(corpus, out, "--batch-size", "4", *cap_args, model=model) == 0
     summary = capsys.readouterr().out
@@ -74,6 +83,7 @@ def test_eval_writes_a_complete_record(corpus, tmp_path, capsys, model, family, 
         "model": model, "data": str(corpus.resolve()), "split": "test-clean", "limit": None,
         "seed": None, "decoding": "greedy", "batch_size": 4, "max_new_tokens": cap,
         "normalizer": "openai-whisper-english", "alignment": "unit", "precision": "fp32",
+        "max_tokens_per_s": rate,
     }
     assert record["model_family"] == family
     assert record["data"]["source"] == str(corpus.resolve())

@@ -240,3 +240,17 @@ def test_frozen_quantized_weights_are_computed_once_and_change_nothing(monkeypat
     with torch.no_grad():
         model(x)
     assert calls, "after the context every forward quantizes again"
+
+
+def test_frozen_weights_stored_in_the_autocast_dtype_give_the_same_outputs():
+    model = stack()
+    prepare_(model, Allocation("stack", {"lin": 4, "pos": 3, "out": 2, "conv": 4}))
+    x = stack_input()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        with frozen_quantized_weights(model):
+            expected = model(x)
+        with frozen_quantized_weights(model, torch.bfloat16):
+            assert model.lin._frozen_weight.dtype == torch.bfloat16
+            got = model(x)
+    # exact: autocast rounds the fp32 weight to bf16 at each call; here it was rounded once
+    assert torch.equal(got, expected)

@@ -373,6 +373,52 @@ def test_batched_greedy_equals_one_at_a_time(ending_model):
     assert [t.capped for t in batched] == [e is None for e in ends]
 
 
+def test_row_caps_stop_each_row_at_its_own_cap(ending_model):
+    """A capped row emits the uncapped row's first tokens, then only end-of-text."""
+    clips = _ending_clips()
+    features = ending_model.features(clips)
+    eot = ending_model.decoding.eot_id
+    caps = [3, 10, 1, 5]
+    with torch.no_grad():
+        free, free_done = ending_model.greedy_decode(features, 10)
+        capped, done = ending_model.greedy_decode(features, 10, row_caps=torch.tensor(caps))
+    for row, cap in enumerate(caps):
+        ids = free[row].tolist()
+        end = ids.index(eot) + 1 if eot in ids else len(ids)  # tokens up to and with eot
+        kept = min(cap, end)
+        got = capped[row].tolist()
+        assert got[:kept] == ids[:kept] and set(got[kept:]) <= {eot}
+        assert bool(done[row]) == (end <= cap and bool(free_done[row]))
+    # the test is only meaningful if some row is cut short and some is not
+    assert not done.all() and done.any()
+
+
+def test_duration_cap_follows_the_audio_heard(ending_model):
+    clips = _ending_clips()  # 1, 8, 20 and 29 s
+    rate = 0.5  # caps of 1, 4, 10 and 15 tokens, the last bounded by max_new_tokens = 10
+    features = ending_model.features(clips)
+    with torch.no_grad():
+        tokens, done = ending_model.greedy_decode(
+            features, 10, row_caps=torch.tensor([1, 4, 10, 10]))
+    out = ending_model.transcribe(clips, max_new_tokens=10, max_tokens_per_s=rate)
+    eot = ending_model.decoding.eot_id
+    for row, transcript in enumerate(out):
+        ids = tokens[row].tolist()
+        ids = ids[: ids.index(eot)] if eot in ids else ids
+        text = ending_model.tokenizer.decode(ids, skip_special_tokens=True).strip()
+        assert transcript.text == text and transcript.capped == (not bool(done[row]))
+    assert out[0].capped  # one token for a 1 s clip: the model does not end that early
+    singles = [ending_model.transcribe([c], max_new_tokens=10, max_tokens_per_s=rate)[0]
+               for c in clips]
+    assert out == singles
+    # a rate far above any speech changes nothing
+    assert ending_model.transcribe(clips, max_new_tokens=10, max_tokens_per_s=1e6) == (
+        ending_model.transcribe(clips, max_new_tokens=10))
+    for bad in (0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="max_tokens_per_s"):
+            ending_model.transcribe(clips[:1], max_tokens_per_s=bad)
+
+
 def test_cached_decoding_equals_full_recomputation(ending_model):
     """Each greedy token is the argmax of a plain (no cache) teacher-forced pass."""
     clips = _ending_clips()

@@ -7,6 +7,12 @@ list). Master weights, optimizer state and the quantizers' arithmetic (scales, r
 the straight-through estimator, the supernet mixture) are fp32 tensors and stay fp32: a
 weight's integer codes are the same whichever precision ran its forward. The matmul then
 reads the fake-quantized weight rounded to the low precision.
+
+Inference code runs under ``torch.no_grad``, not ``torch.inference_mode``: autocast keeps
+its low-precision copy of a weight Parameter for the whole autocast region, but not under
+inference mode (measured, torch 2.13 CPU: a 51,864 x 384 linear on 16 rows under bf16
+autocast took 27.5 ms a call under inference mode, 7.1 ms under no_grad), and greedy
+decoding calls the same weights once per emitted token.
 """
 
 from __future__ import annotations
@@ -35,6 +41,16 @@ def check_precision(precision: object, device: str | torch.device | None = None)
     return str(precision)
 
 
+def compute_dtype(precision: str) -> torch.dtype:
+    """The dtype matmuls run in under ``precision`` (``torch.float32`` for ``fp32``).
+
+    Raises:
+        ValueError: an unknown name (see :func:`check_precision`).
+    """
+    check_precision(precision)
+    return _DTYPES.get(precision, torch.float32)
+
+
 @contextlib.contextmanager
 def autocast(precision: str, device: str | torch.device) -> Iterator[None]:
     """``torch.autocast`` for ``precision`` on ``device``'s type; nothing for ``fp32``.
@@ -50,4 +66,4 @@ def autocast(precision: str, device: str | torch.device) -> Iterator[None]:
         yield
 
 
-__all__ = ["PRECISIONS", "autocast", "check_precision"]
+__all__ = ["PRECISIONS", "autocast", "check_precision", "compute_dtype"]

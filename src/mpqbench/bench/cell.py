@@ -44,7 +44,7 @@ from mpqbench.bench.stats import (
 )
 from mpqbench.bench.workload import eligible_layers, make_workload, open_model
 from mpqbench.method import Budget, Target, field_default, get_method, make_config
-from mpqbench.precision import check_precision
+from mpqbench.precision import check_precision, compute_dtype
 from mpqbench.quant.accounting import account
 from mpqbench.quant.layers import frozen_quantized_weights
 from mpqbench.quant.teacher import DEFAULT_TOP_K, TeacherCache, build_teacher_cache
@@ -91,6 +91,8 @@ class CellSpec:
         eval_precision: compute precision of decoding (``"fp32"`` when None, ``"bf16"``;
             :mod:`mpqbench.precision`); training precision is ``budget.precision``. The
             fp32 reference is evaluated in the same precision.
+        max_tokens_per_s: duration cap of seq2seq decoding: a clip stops after
+            ``ceil(max_tokens_per_s * seconds)`` tokens (None: only ``max_new_tokens``).
     """
 
     model: str
@@ -112,6 +114,7 @@ class CellSpec:
     fp32_reference: str | None = None
     alignment: str | None = None
     eval_precision: str | None = None
+    max_tokens_per_s: float | None = None
 
     @classmethod
     def default(cls, name: str) -> Any:
@@ -141,6 +144,10 @@ class CellSpec:
             raise ValueError(f"cell: method {self.method!r} needs a target")
         if not self.eval_splits:
             raise ValueError("cell: eval_splits is empty")
+        rate = self.max_tokens_per_s
+        if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float))
+                                 or not rate > 0):
+            raise ValueError(f"cell: max_tokens_per_s must be a number > 0, got {rate!r}")
 
     def _optional(self, name: str, default: str, check: Callable[[str], str]) -> None:
         value = getattr(self, name)
@@ -347,10 +354,11 @@ def run_cell(
 
     accounting = account(model.model, allocation)
     evaluations = {}
-    with frozen_quantized_weights(model.model):
+    with frozen_quantized_weights(model.model, compute_dtype(spec.eval_precision_name)):
         for name, split in splits.items():
             res = evaluate(model, split, batch_size=spec.eval_batch_size,
-                           max_new_tokens=spec.max_new_tokens, progress=progress,
+                           max_new_tokens=spec.max_new_tokens,
+                           max_tokens_per_s=spec.max_tokens_per_s, progress=progress,
                            alignment=spec.alignment_name,
                            precision=spec.eval_precision_name)
             evaluations[name] = split_record(res)

@@ -13,6 +13,7 @@ Format (every key is checked; unknown keys are refused)::
     rules = []                        # "PATTERN=BITS" overrides
     eval_batch_size = 16
     max_new_tokens = 128              # optional
+    max_tokens_per_s = 10             # optional: stop a clip after ceil(10 * seconds) tokens
     eval_limit = 40                   # optional: a fixed subset of each split
     whisper_window_s = 10             # optional: Whisper encoder window (default 30 s)
     fp32_reference = "finetuned"      # optional: "pretrained" (default) or "finetuned"
@@ -68,7 +69,7 @@ SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 _SUITE_KEYS = {
     "name", "description", "data", "eval_splits", "models", "seeds", "groups", "rules",
     "eval_batch_size", "max_new_tokens", "train_split", "dev_split", "eval_limit",
-    "whisper_window_s", "fp32_reference", "alignment", "eval_precision",
+    "whisper_window_s", "fp32_reference", "alignment", "eval_precision", "max_tokens_per_s",
 }
 _SYSTEM_KEYS = {"method", "label", "avg_bits", "cr", "params"}
 #: Seeds must fit every RNG a cell seeds (numpy's and torch's take 0..2**32-1 safely).
@@ -209,6 +210,7 @@ def load_suite(name_or_path: str) -> Suite:
         "eval_batch_size": _int(suite, "eval_batch_size", where,
                                 default=CellSpec.default("eval_batch_size")),
         "max_new_tokens": _int(suite, "max_new_tokens", where, default=None),
+        "max_tokens_per_s": _positive_number(suite, "max_tokens_per_s", where),
         "eval_limit": _int(suite, "eval_limit", where, default=None),
         "whisper_window_s": _int(suite, "whisper_window_s", where, default=None,
                                  high=_MAX_WHISPER_WINDOW_S),
@@ -355,6 +357,16 @@ def _int(table: Mapping[str, Any], key: str, where: str, *, default: int | None,
         bound = f"1..{high}" if high is not None else ">= 1"
         raise ValueError(f"{where}: suite.{key} must be an integer {bound}, got {value!r}")
     return value
+
+
+def _positive_number(table: Mapping[str, Any], key: str, where: str) -> float | None:
+    """``suite.<key>``: an optional number > 0 (None when absent)."""
+    if key not in table:
+        return None
+    value = table[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{where}: suite.{key} must be a number > 0, got {value!r}")
+    return float(value)
 
 
 def _choice(suite: Mapping[str, Any], key: str, choices: tuple[str, ...],

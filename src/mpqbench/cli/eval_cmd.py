@@ -16,7 +16,7 @@ from mpqbench._atomic import atomic_write_json
 from mpqbench._names import safe_name
 from mpqbench.bench.records import RECORD_SCHEMA, environment_block, split_record
 from mpqbench.bench.workload import open_model
-from mpqbench.cli._shared import positive_int, resolve_device
+from mpqbench.cli._shared import positive_float, positive_int, resolve_device
 from mpqbench.precision import PRECISIONS
 from mpqbench.workloads.data.embedded import EMBEDDED, embedded_manifest_sha256, open_split
 from mpqbench.workloads.evaluate import EvalResult, evaluate
@@ -62,6 +62,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="token cap per clip for Whisper decoding (default: 128); ignored by CTC models",
     )
     p.add_argument(
+        "--max-tokens-per-s", type=positive_float, default=None, metavar="RATE",
+        help="also stop a Whisper clip after ceil(RATE * seconds) tokens (default: no "
+             "duration cap); ignored by CTC models",
+    )
+    p.add_argument(
         "--out", type=Path, default=None,
         help=f"record path (default: {DEFAULT_OUT_DIR}/<model>__<data>__<split>.json)",
     )
@@ -95,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
         split,
         batch_size=args.batch_size,
         max_new_tokens=_token_cap(model.family, args.max_new_tokens),
+        max_tokens_per_s=args.max_tokens_per_s if model.family == "whisper" else None,
         progress=not args.no_progress,
         alignment=args.alignment,
         precision=args.precision,
@@ -143,6 +149,7 @@ def build_record(
             "decoding": "greedy",
             "batch_size": result.batch_size,
             "max_new_tokens": result.max_new_tokens,
+            "max_tokens_per_s": result.max_tokens_per_s,
             "normalizer": "openai-whisper-english",
             "alignment": result.alignment,
             "precision": args.precision,

@@ -29,7 +29,7 @@ from mpqbench import distributed
 from mpqbench._atomic import atomic_write_json
 from mpqbench._names import safe_name
 from mpqbench.bench.cell import FP32, CellSpec, run_cell, summary_line
-from mpqbench.cli._shared import add_layer_selection_args, resolve_device
+from mpqbench.cli._shared import add_layer_selection_args, positive_float, resolve_device
 from mpqbench.method import Budget, Target, available_methods, field_default, make_config
 from mpqbench.precision import PRECISIONS
 from mpqbench.workloads.data.embedded import EMBEDDED
@@ -76,6 +76,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help=budget_fields["trim_window"].metadata["help"])
     p.add_argument("--eval-precision", choices=PRECISIONS, default="fp32",
                    help="decoding compute precision (fp32)")
+    p.add_argument("--max-tokens-per-s", type=positive_float, default=None, metavar="RATE",
+                   help="stop decoding a clip after ceil(RATE * seconds) tokens (default: "
+                        "only the model's token cap)")
     p.add_argument("--alignment", choices=ALIGNMENTS, default=DEFAULT_ALIGNMENT,
                    help="WER alignment costs: unit (default) or sclite (sub 4, ins 3, del 3)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
@@ -142,6 +145,7 @@ def _run(args: argparse.Namespace, device: str) -> int:
         eval_limit=args.eval_limit,
         alignment=args.alignment,
         eval_precision=args.eval_precision,
+        max_tokens_per_s=args.max_tokens_per_s,
     )
     reference = None
     if args.method != FP32:

@@ -149,7 +149,9 @@ def _adopt(new: nn.Module, old: nn.Module) -> None:
 
 
 @contextlib.contextmanager
-def frozen_quantized_weights(module: nn.Module) -> Iterator[None]:
+def frozen_quantized_weights(
+    module: nn.Module, dtype: torch.dtype | None = None
+) -> Iterator[None]:
     """Fake-quantize every fake-quant layer's weight of ``module`` once, for inference.
 
     Greedy decoding runs the decoder once per emitted token, and each run would quantize
@@ -157,11 +159,20 @@ def frozen_quantized_weights(module: nn.Module) -> Iterator[None]:
     weight quantized on entry instead. The values are those every forward would compute
     (the weights do not change while nothing trains), so outputs are unchanged; a forward
     with autograd on ignores the frozen copy. Nested use is not supported.
+
+    Args:
+        module: the model (or any module holding fake-quant layers).
+        dtype: store the frozen weights in this dtype (default: the weight's own). Give
+            the autocast dtype when every forward inside runs under that autocast: autocast
+            would round the fp32 weight to it at every call, so storing the rounded copy
+            once gives the same matmul inputs without the per-call cast. A forward outside
+            that autocast then fails on the dtype mismatch.
     """
     layers = [m for m in module.modules() if isinstance(m, _FakeQuantMixin)]
     with torch.no_grad():
         for m in layers:
-            m._frozen_weight = m.fake_quant_with_scale()[0].detach()
+            weight = m.fake_quant_with_scale()[0].detach()
+            m._frozen_weight = weight if dtype is None else weight.to(dtype)
     try:
         yield
     finally:

@@ -246,7 +246,7 @@ class PTQProxy:
             raise RuntimeError(f"PTQProxy: the {self.proxy} proxy is not finite ({value})")
         return value
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: see mpqbench.precision
     def _kl(self) -> float:
         assert self._teacher is not None
         total, count = 0.0, 0

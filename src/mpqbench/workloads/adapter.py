@@ -102,9 +102,17 @@ class SpeechModel(abc.ABC):
 
     @abc.abstractmethod
     def transcribe(
-        self, audios: Sequence[np.ndarray], *, max_new_tokens: int | None = None
+        self,
+        audios: Sequence[np.ndarray],
+        *,
+        max_new_tokens: int | None = None,
+        max_tokens_per_s: float | None = None,
     ) -> list[Transcript]:
-        """Greedy-decode a batch of 16 kHz mono float32 clips (in eval mode, no grad)."""
+        """Greedy-decode a batch of 16 kHz mono float32 clips (in eval mode, no grad).
+
+        ``max_new_tokens`` caps a clip's emitted tokens; ``max_tokens_per_s`` caps them at
+        ``ceil(max_tokens_per_s * seconds heard)``. Both are for autoregressive decoders; a
+        model whose output length is fixed by its frames (CTC) ignores them."""
 
     @abc.abstractmethod
     def layer_groups(self) -> dict[str, list[str]]:

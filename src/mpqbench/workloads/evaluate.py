@@ -56,6 +56,7 @@ class EvalResult:
         audio_s: seconds of audio evaluated.
         batch_size: clips per ``transcribe`` call.
         max_new_tokens: the token cap passed to the model (``None``: the model's default).
+        max_tokens_per_s: the duration cap passed to the model (``None``: none).
         alignment: the WER alignment weighting the rows were scored with.
     """
 
@@ -67,6 +68,7 @@ class EvalResult:
     batch_size: int
     max_new_tokens: int | None
     alignment: str = DEFAULT_ALIGNMENT
+    max_tokens_per_s: float | None = None
 
     @property
     def wer(self) -> float:
@@ -96,6 +98,7 @@ def evaluate(
     *,
     batch_size: int = 16,
     max_new_tokens: int | None = None,
+    max_tokens_per_s: float | None = None,
     progress: bool = True,
     alignment: str = DEFAULT_ALIGNMENT,
     precision: str = "fp32",
@@ -103,7 +106,7 @@ def evaluate(
     """Transcribe every utterance of ``split`` with greedy decoding and score it.
 
     The model is put in eval mode (its previous mode is restored afterwards) and run
-    under ``torch.inference_mode``.
+    under ``torch.no_grad``.
 
     Args:
         model: the recogniser.
@@ -111,6 +114,8 @@ def evaluate(
             lazily, one batch at a time.
         batch_size: clips per ``transcribe`` call.
         max_new_tokens: token cap for seq2seq decoding (``None``: the model's default).
+        max_tokens_per_s: also cap each clip at ``ceil(max_tokens_per_s * seconds)``
+            tokens (``None``: no duration cap); see :meth:`SpeechModel.transcribe`.
         progress: show a tqdm progress bar.
         alignment: WER alignment weighting, ``"unit"`` or ``"sclite"``
             (:mod:`mpqbench.workloads.metrics.alignment`).
@@ -130,6 +135,8 @@ def evaluate(
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     if max_new_tokens is not None and max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    if max_tokens_per_s is not None and not max_tokens_per_s > 0:
+        raise ValueError(f"max_tokens_per_s must be > 0, got {max_tokens_per_s}")
     if len(split) == 0:
         raise ValueError("cannot evaluate an empty split")
     _check_references(split)
@@ -142,7 +149,7 @@ def evaluate(
     start = time.perf_counter()
     try:
         with (
-            torch.inference_mode(),
+            torch.no_grad(),  # not inference_mode: see mpqbench.precision
             tqdm(total=len(split), unit="utt", desc="eval", disable=not progress) as bar,
         ):
             for first in range(0, len(order), batch_size):
@@ -151,7 +158,8 @@ def evaluate(
                 audio_samples += sum(int(u.audio.shape[0]) for u in utterances)
                 with autocast(precision, model.device):
                     transcripts = model.transcribe(
-                        [u.audio for u in utterances], max_new_tokens=max_new_tokens
+                        [u.audio for u in utterances], max_new_tokens=max_new_tokens,
+                        max_tokens_per_s=max_tokens_per_s,
                     )
                 if len(transcripts) != len(utterances):
                     raise RuntimeError(
@@ -179,6 +187,7 @@ def evaluate(
         batch_size=batch_size,
         max_new_tokens=max_new_tokens,
         alignment=alignment,
+        max_tokens_per_s=max_tokens_per_s,
     )
     logger.info(
         "WER %.2f%% over %d utterances (%d words), %d capped, %.1f s (%.2f utt/s)",

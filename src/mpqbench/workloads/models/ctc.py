@@ -297,13 +297,17 @@ class CTCSpeechModel(SpeechModel):
             )
         return ForwardOutput(loss=loss, logits=logits[mask], mask=mask)
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: see mpqbench.precision
     def transcribe(
-        self, audios: Sequence[np.ndarray], *, max_new_tokens: int | None = None
+        self,
+        audios: Sequence[np.ndarray],
+        *,
+        max_new_tokens: int | None = None,
+        max_tokens_per_s: float | None = None,
     ) -> list[Transcript]:
         """Greedy CTC decoding: per frame argmax, collapse repeats, drop the blank, stop at
-        each clip's own valid length. ``max_new_tokens`` has no meaning for CTC and is
-        ignored; ``capped`` is always False."""
+        each clip's own valid length. ``max_new_tokens`` and ``max_tokens_per_s`` have no
+        meaning for CTC and are ignored; ``capped`` is always False."""
         if not audios:
             return []
         was_training = self.model.training

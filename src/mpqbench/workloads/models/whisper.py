@@ -14,7 +14,8 @@
   the tokenizer does not know. ``begin_suppress_tokens`` (the blank " " and
   ``<|endoftext|>``) are suppressed at the first step. A sequence stops at
   ``<|endoftext|>``; at ``max_new_tokens`` (default :data:`DEFAULT_MAX_NEW_TOKENS` = 128,
-  about 90 words, far above a 30 s clip's usual length) it stops with ``capped=True``.
+  about 90 words, far above a 30 s clip's usual length) it stops with ``capped=True``, and
+  so it does at ``ceil(max_tokens_per_s * seconds)`` tokens when a duration cap is given.
 """
 
 from __future__ import annotations
@@ -389,7 +390,11 @@ class WhisperSpeechModel(SpeechModel):
 
     # --- decoding -----------------------------------------------------------------------
     def transcribe(
-        self, audios: Sequence[np.ndarray], *, max_new_tokens: int | None = None
+        self,
+        audios: Sequence[np.ndarray],
+        *,
+        max_new_tokens: int | None = None,
+        max_tokens_per_s: float | None = None,
     ) -> list[Transcript]:
         """Greedy-decode clips as one batch (eval mode, no grad; training mode is restored).
 
@@ -397,9 +402,13 @@ class WhisperSpeechModel(SpeechModel):
             audios: 16 kHz mono float32 clips (only the first window_s seconds are heard).
             max_new_tokens: token cap per clip (default :data:`DEFAULT_MAX_NEW_TOKENS`),
                 bounded by the decoder's positions; a clip that reaches it is ``capped``.
+            max_tokens_per_s: also cap each clip at ``ceil(max_tokens_per_s * seconds)``
+                tokens, ``seconds`` being the audio it is heard for (None: no such cap). A
+                degenerate model that loops until the cap otherwise decodes every clip to
+                ``max_new_tokens``; a clip stopped by this cap is ``capped`` too.
 
-        Returns:
-            One :class:`Transcript` per clip, in order.
+        Raises:
+            ValueError: ``max_new_tokens`` < 1 or ``max_tokens_per_s`` not > 0.
         """
         if len(audios) == 0:
             return []
@@ -407,37 +416,53 @@ class WhisperSpeechModel(SpeechModel):
         if cap < 1:
             raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
         cap = min(cap, self.model.config.max_target_positions - len(self.decoding.prompt_ids))
+        caps = [cap] * len(audios)
+        if max_tokens_per_s is not None:
+            if not max_tokens_per_s > 0:
+                raise ValueError(f"max_tokens_per_s must be > 0, got {max_tokens_per_s}")
+            heard = [min(a.shape[0], self.window_s * SAMPLE_RATE) / SAMPLE_RATE for a in audios]
+            caps = [min(cap, max(1, math.ceil(max_tokens_per_s * s))) for s in heard]
         was_training = self.model.training
         self.model.eval()
         try:
-            with torch.inference_mode():
+            with torch.no_grad():  # not inference_mode: see mpqbench.precision
                 features = self.features(audios)
-                tokens, finished = self.greedy_decode(features, cap)
+                tokens, finished = self.greedy_decode(
+                    features, cap, row_caps=torch.tensor(caps, device=features.device)
+                )
         finally:
             self.model.train(was_training)
         eot = self.decoding.eot_id
         results = []
-        for row, done in zip(tokens.tolist(), finished.tolist(), strict=True):
+        for row, done, row_cap in zip(tokens.tolist(), finished.tolist(), caps, strict=True):
             ids = row[: row.index(eot)] if eot in row else row
+            assert len(ids) <= row_cap, "a row never emits past its cap"
             text = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
             results.append(Transcript(text=text, capped=not done))
         return results
 
     def greedy_decode(
-        self, features: torch.Tensor, max_new_tokens: int
+        self,
+        features: torch.Tensor,
+        max_new_tokens: int,
+        *,
+        row_caps: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Greedy decoding with a key/value cache; the encoder runs once.
 
-        All rows advance together; a row that has emitted ``<|endoftext|>`` keeps being fed
-        ``<|endoftext|>`` (its outputs are discarded), so rows never influence each other.
+        All rows advance together; a row that has emitted ``<|endoftext|>`` or reached its
+        cap keeps being fed ``<|endoftext|>`` (its outputs are discarded), so rows never
+        influence each other.
 
         Args:
             features: ``(B, n_mels, 100 * window_s)`` log-mel features.
             max_new_tokens: steps at most.
+            row_caps: ``(B,)`` tokens at most per row (each bounded by ``max_new_tokens``;
+                None: ``max_new_tokens`` for every row).
 
         Returns:
             ``tokens`` ``(B, steps)`` (the emitted ids; ``<|endoftext|>`` after a row's end)
-            and ``finished`` ``(B,)``, False for rows that hit the cap.
+            and ``finished`` ``(B,)``, False for rows that hit their cap.
         """
         model = self.model
         device = features.device
@@ -445,12 +470,16 @@ class WhisperSpeechModel(SpeechModel):
         eot = self.decoding.eot_id
         suppress = self._suppress.to(device)
         begin_suppress = self._begin_suppress.to(device)
+        caps = torch.full((batch,), max_new_tokens, device=device)
+        if row_caps is not None:
+            caps = torch.minimum(caps, row_caps.to(device))
         encoded = model.model.encoder(features).last_hidden_state
         step_ids = torch.tensor(self.decoding.prompt_ids, device=device).expand(batch, -1)
         finished = torch.zeros(batch, dtype=torch.bool, device=device)
+        stopped = torch.zeros(batch, dtype=torch.bool, device=device)  # finished or capped
         emitted: list[torch.Tensor] = []
         cache = None
-        for step in range(max_new_tokens):
+        for step in range(int(caps.max())):
             out = model.model.decoder(
                 input_ids=step_ids,
                 encoder_hidden_states=encoded,
@@ -462,10 +491,11 @@ class WhisperSpeechModel(SpeechModel):
             mask = suppress | begin_suppress if step == 0 else suppress
             logits = logits.masked_fill(mask, float("-inf"))
             next_ids = logits.argmax(dim=-1)
-            next_ids = torch.where(finished, torch.full_like(next_ids, eot), next_ids)
+            next_ids = torch.where(stopped, torch.full_like(next_ids, eot), next_ids)
             emitted.append(next_ids)
-            finished |= next_ids == eot
-            if bool(finished.all()):
+            finished |= (next_ids == eot) & ~stopped
+            stopped |= finished | (caps <= step + 1)
+            if bool(stopped.all()):
                 break
             step_ids = next_ids[:, None]
         return torch.stack(emitted, dim=1), finished
