@@ -46,6 +46,7 @@ from mpqbench.workloads.adapter import (
     Transcript,
 )
 from mpqbench.workloads.data.types import Utterance
+from mpqbench.workloads.models.whisper_attention import use_single_query_attention
 from mpqbench.workloads.models.whisper_convert import converted_whisper_dir, special_tokens
 
 log = logging.getLogger(__name__)
@@ -198,6 +199,7 @@ class WhisperSpeechModel(SpeechModel):
         self._begin_suppress = torch.zeros(config.vocab_size, dtype=torch.bool)
         self._begin_suppress[list(decoding.begin_suppress_ids)] = True
         self._cache_kw = _cache_keyword(model.model.decoder)
+        use_single_query_attention(model)  # bf16 decoding steps on CPU (see the module)
         model.eval()
 
     def _make_feature_extractor(self) -> WhisperFeatureExtractor:
