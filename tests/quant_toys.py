@@ -49,3 +49,27 @@ def rounding_tolerance(dtype: torch.dtype, terms: int) -> float:
     of ``dtype``, a bound with margin for the O(1)-magnitude activations of the toy models.
     """
     return 4 * terms * torch.finfo(dtype).eps
+
+
+class TiedLM(nn.Module):
+    """A token embedding tied to an output projection, as in Whisper's decoder."""
+
+    def __init__(self, vocab: int = 40, dim: int = 12) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, dim, padding_idx=0)
+        self.mix = nn.Linear(dim, dim)
+        self.head = nn.Linear(dim, vocab, bias=False)
+        self.head.weight = self.embed.weight
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.tanh(self.mix(self.embed(ids))))
+
+
+def tied_lm(seed: int = 0) -> TiedLM:
+    torch.manual_seed(seed)
+    return TiedLM()
+
+
+def token_ids() -> torch.Tensor:
+    """(3, 7) ids with repeats and the padding id."""
+    return torch.randint(0, 40, (3, 7), generator=torch.Generator().manual_seed(3))

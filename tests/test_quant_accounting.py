@@ -114,7 +114,11 @@ def test_layer_sizes_and_errors():
     assert layer_sizes(model, ["lin1", "head"]) == {"lin1": 32, "head": 40}
     with pytest.raises(ValueError, match="no module 'nope'"):
         account(model, Allocation("toy", {"nope": 4}))
-    with pytest.raises(ValueError, match="'emb' is a Embedding"):
-        account(model, Allocation("toy", {"emb": 4}))
+    # the embedding is quantizable, and its tied head is its tensor, counted once
+    tied = account(model, Allocation("toy", {"emb": 4}))
+    assert tied.n_quantized.value == 40 and tied.n_total.value == 40 + 40 + 32
+    model.norm = nn.LayerNorm(4)
+    with pytest.raises(ValueError, match="'norm' is a LayerNorm"):
+        account(model, Allocation("toy", {"norm": 4}))
     with pytest.raises(ValueError, match="no module 'nope'"):
         layer_sizes(model, ["nope"])

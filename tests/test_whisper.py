@@ -481,8 +481,11 @@ def test_layer_groups(tiny):
     assert all(isinstance(modules[n], nn.Linear) for n in groups["blocks"])
     in_layers = {n for n, m in modules.items() if isinstance(m, nn.Linear) and ".layers." in n}
     assert set(groups["blocks"]) == in_layers and len(groups["blocks"]) == 2 * 6 + 2 * 10
-    assert all(isinstance(modules[n], nn.Conv1d) for n in groups["feature_encoder"])
-    assert groups["pos_conv"] == [] and groups["head"] == ["proj_out"]
+    assert groups["conv"] == ["model.encoder.conv1", "model.encoder.conv2"]
+    assert all(isinstance(modules[n], nn.Conv1d) for n in groups["conv"])
+    assert groups["embeddings"] == ["model.decoder.embed_tokens"]
+    assert groups["feature_encoder"] == groups["pos_conv"] == groups["head"] == []
+    # the projection is the embedding's table: quantizing the embedding quantizes both
     assert modules["proj_out"].weight is tiny.model.model.decoder.embed_tokens.weight
 
 

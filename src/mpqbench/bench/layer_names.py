@@ -59,6 +59,8 @@ def short_name(name: str) -> str:
         return "feat_proj"
     if name.split(".")[-1] in ("lm_head", "proj_out"):
         return "head"
+    if name.endswith("embed_tokens"):
+        return "embed"
     if re.search(r"encoder\.conv\d+$", name):
         return name.split(".")[-1]
     return ".".join(name.split(".")[-2:])
@@ -95,7 +97,7 @@ def _order_key(name: str) -> tuple[object, ...]:
         section = 0
     elif label == "pos_conv":
         section = 1
-    elif label == "head":
+    elif label in ("head", "embed"):
         section = 4
     else:
         section = 5

@@ -14,10 +14,12 @@ Counting conventions:
 - **N_l**: elements of quantized layer l's (effective) weight. Its bias stays fp32 and is
   part of N_rest.
 - **N_rest**: elements of parameters that stay 32-bit: every parameter except those held
-  *only* as the weight (or weight parametrization: g, v) of quantized layers. A weight that a
-  quantized layer shares with a 32-bit module (e.g. Whisper's output projection tied to the
-  token embedding, with only the projection quantized) is stored twice -- packed for the
-  layer, fp32 for the other user -- and is counted in both N_l and N_rest.
+  *only* as the weight (or weight parametrization: g, v) of quantized layers. A quantized
+  embedding and the projection tied to it (``TiedQuantLinear``: Whisper's ``proj_out``) are
+  one tensor with one set of codes, counted once, in the embedding's N_l. A weight that a
+  quantized layer shares with a 32-bit module (e.g. Whisper's output projection quantized
+  while the token embedding is not) is stored twice -- packed for the layer, fp32 for the
+  other user -- and is counted in both N_l and N_rest.
 - **Size with overhead**: packed weights take ``ceil(b_l * N_l / 8)`` bytes (the packing pads
   each tensor to whole bytes), plus ``S_l * scale_bytes`` for the scales (S_l = output
   channels per channel, 1 per tensor; fp32 scales, 4 bytes, as the exporter stores them),
@@ -122,10 +124,11 @@ class Accounting:
 def _weight_shape(name: str, module: nn.Module) -> tuple[int, ...]:
     if isinstance(module, PACKED_TYPES):
         return tuple(module.weight_shape)
-    if isinstance(module, (nn.Linear, nn.Conv1d)):
+    if isinstance(module, (nn.Linear, nn.Conv1d, nn.Embedding)):
         return tuple(module.weight.shape)
     raise ValueError(
-        f"layer {name!r} is a {type(module).__name__}; only Linear/Conv1d layers are quantized"
+        f"layer {name!r} is a {type(module).__name__}; only Linear/Conv1d/Embedding layers "
+        "are quantized"
     )
 
 
@@ -133,7 +136,7 @@ def layer_sizes(model: nn.Module, names: list[str] | tuple[str, ...]) -> dict[st
     """N_l (weight elements) of each named layer, e.g. for bit-budget terms in a search.
 
     Raises:
-        ValueError: a name the model lacks, or a layer that is not Linear/Conv1d.
+        ValueError: a name the model lacks, or a layer that is not Linear/Conv1d/Embedding.
     """
     model = unwrap_module(model)
     modules = dict(model.named_modules())
@@ -174,7 +177,8 @@ def account(
         An :class:`Accounting`.
 
     Raises:
-        ValueError: the allocation names a module the model lacks or a non Linear/Conv1d.
+        ValueError: the allocation names a module the model lacks, or one that is not a
+            Linear/Conv1d/Embedding.
     """
     model = unwrap_module(model)
     allocation.check_model(model)
@@ -182,6 +186,11 @@ def account(
     quantized = allocation.quantized
     qids = {id(modules[n]) for n in quantized}
     qpaths = {p for p, m in model.named_modules(remove_duplicate=False) if id(m) in qids}
+    # Before prepare_, a projection tied to a quantized embedding still holds the table as
+    # its own weight: it is the embedding's tensor (prepare_ ties it), not a 32-bit copy.
+    tables = {id(modules[n].weight) for n in quantized if isinstance(modules[n], nn.Embedding)}
+    qpaths |= {p for p, m in model.named_modules(remove_duplicate=False)
+               if isinstance(m, nn.Linear) and id(m.weight) in tables}
 
     layers: dict[str, LayerAccount] = {}
     for name, bits in quantized.items():

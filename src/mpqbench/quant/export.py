@@ -49,8 +49,21 @@ from mpqbench._atomic import atomic_path
 from mpqbench.quant._unwrap import unwrap_module
 from mpqbench.quant.accounting import account
 from mpqbench.quant.allocation import Allocation
-from mpqbench.quant.layers import FAKE_QUANT_TYPES, QuantConv1d, QuantLinear, replace_modules_
-from mpqbench.quant.packed_layers import PACKED_TYPES, PackedConv1d, PackedLinear
+from mpqbench.quant.layers import (
+    FAKE_QUANT_TYPES,
+    QuantConv1d,
+    QuantEmbedding,
+    QuantLinear,
+    TiedQuantLinear,
+    replace_modules_,
+)
+from mpqbench.quant.packed_layers import (
+    PACKED_TYPES,
+    PackedConv1d,
+    PackedEmbedding,
+    PackedLinear,
+    PackedTiedLinear,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +116,8 @@ def _packed_layers(model: nn.Module, allocation: Allocation) -> dict[str, nn.Mod
             mod = PackedLinear.from_quant(mod, cache=False)
         elif isinstance(mod, QuantConv1d):
             mod = PackedConv1d.from_quant(mod, cache=False)
+        elif isinstance(mod, QuantEmbedding):
+            mod = PackedEmbedding.from_quant(mod, cache=False)
         elif not isinstance(mod, PACKED_TYPES):
             raise ValueError(
                 f"layer {name!r} is a plain {type(mod).__name__}: prepare_ the model with this "
@@ -118,6 +133,25 @@ def _packed_layers(model: nn.Module, allocation: Allocation) -> dict[str, nn.Mod
     if stray:
         raise ValueError(f"quantized layer(s) {stray} are not in the allocation")
     return out
+
+
+def _kind(module: nn.Module) -> str:
+    if isinstance(module, (PackedConv1d, nn.Conv1d)):
+        return "conv1d"
+    if isinstance(module, (PackedEmbedding, nn.Embedding)):
+        return "embedding"
+    return "linear"
+
+
+def _tied_names(model: nn.Module, packed: dict[str, nn.Module]) -> dict[str, str]:
+    """Tied projection name -> the quantized embedding it reads (``TiedQuantLinear`` or
+    ``PackedTiedLinear``)."""
+    owner_name = {id(model.get_submodule(n)): n for n in packed}
+    return {
+        name: owner_name[id(m.owner[0])]
+        for name, m in model.named_modules()
+        if isinstance(m, (TiedQuantLinear, PackedTiedLinear)) and id(m.owner[0]) in owner_name
+    }
 
 
 def _storage_key(t: torch.Tensor) -> tuple:
@@ -161,11 +195,12 @@ def save_packed(model: Any, allocation: Allocation, path: str | os.PathLike[str]
     for name, pm in packed.items():
         for local, t in pm.state_dict(keep_vars=True).items():
             tensors[f"{name}.{local}"] = t
-        param_keys.add(f"{name}.bias")
+        if pm.bias is not None:
+            param_keys.add(f"{name}.bias")
         layers_meta[name] = {
             "bits": pm.bits,
             "shape": list(pm.weight_shape),
-            "kind": "conv1d" if isinstance(pm, PackedConv1d) else "linear",
+            "kind": _kind(pm),
             "granularity": pm.granularity,
         }
     kept: dict[tuple, str] = {}
@@ -186,6 +221,7 @@ def save_packed(model: Any, allocation: Allocation, path: str | os.PathLike[str]
         "allocation": allocation.to_json(indent=None),
         "layers": json.dumps(layers_meta),
         "aliases": json.dumps(aliases),
+        "tied": json.dumps(_tied_names(module, packed)),
     }
     path = Path(path)
     with atomic_path(path) as tmp:
@@ -255,15 +291,21 @@ def read_packed_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     )
     layers = _meta_json(meta, "layers", path)
     aliases = _meta_json(meta, "aliases", path)
-    if not isinstance(layers, dict) or not isinstance(aliases, dict):
-        raise ValueError(f"{path}: metadata fields 'layers' and 'aliases' must be objects")
+    tied = _meta_json(meta, "tied", path) if "tied" in meta else {}
+    if not all(isinstance(v, dict) for v in (layers, aliases, tied)):
+        raise ValueError(f"{path}: metadata fields 'layers', 'aliases' and 'tied' must be "
+                         "objects")
+    for linear, embedding in tied.items():
+        if layers.get(embedding, {}).get("kind") != "embedding":
+            raise ValueError(f"{path}: metadata 'tied' entry {linear!r} names {embedding!r}, "
+                             "not a quantized embedding of the file")
     for name, info in layers.items():
         if not isinstance(info, dict) or {"bits", "shape", "kind"} - set(info):
             raise ValueError(f"{path}: metadata 'layers' entry {name!r} is malformed")
         if allocation.layers.get(name) != info["bits"]:
             raise ValueError(f"{path}: layer {name!r} bits disagree with the allocation")
     return {"model": meta.get("model"), "allocation": allocation, "layers": layers,
-            "aliases": aliases}
+            "aliases": aliases, "tied": tied}
 
 
 def load_packed(model_skeleton: Any, path: str | os.PathLike[str], *, cache: bool = True) -> Any:
@@ -298,8 +340,9 @@ def load_packed(model_skeleton: Any, path: str | os.PathLike[str], *, cache: boo
     replacements: dict[str, nn.Module] = {}
     for name, info in meta["layers"].items():
         old = module.get_submodule(name)
-        expected = "conv1d" if isinstance(old, (nn.Conv1d, PackedConv1d)) else "linear"
-        if not isinstance(old, (nn.Linear, nn.Conv1d, *PACKED_TYPES)) or info["kind"] != expected:
+        expected = _kind(old)
+        if (not isinstance(old, (nn.Linear, nn.Conv1d, nn.Embedding, *PACKED_TYPES))
+                or info["kind"] != expected):
             raise ValueError(
                 f"{path}: layer {name!r} is a {info['kind']} in the file but a "
                 f"{type(old).__name__} in the model"
@@ -311,16 +354,27 @@ def load_packed(model_skeleton: Any, path: str | os.PathLike[str], *, cache: boo
         for field in ("qweight", "scale"):
             if f"{name}.{field}" not in state:
                 raise ValueError(f"{path}: tensor {name}.{field!s} is missing")
-        args = (state[f"{name}.qweight"], state[f"{name}.scale"], info["bits"], shape,
-                state.get(f"{name}.bias"))
+        args = (state[f"{name}.qweight"], state[f"{name}.scale"], info["bits"], shape)
         try:
-            if info["kind"] == "conv1d":
-                replacements[name] = PackedConv1d(*args, geometry=old, cache=False)
+            if info["kind"] == "embedding":
+                replacements[name] = PackedEmbedding(*args, padding_idx=old.padding_idx,
+                                                     cache=False)
+            elif info["kind"] == "conv1d":
+                replacements[name] = PackedConv1d(*args, state.get(f"{name}.bias"),
+                                                  geometry=old, cache=False)
             else:
-                replacements[name] = PackedLinear(*args, cache=False)
+                replacements[name] = PackedLinear(*args, state.get(f"{name}.bias"), cache=False)
         except ValueError as exc:
             raise ValueError(f"{path}: layer {name!r}: {exc}") from None
-    replace_modules_(module, replacements)
+    tied: dict[str, nn.Module] = {}
+    for linear, embedding in meta["tied"].items():
+        old = module.get_submodule(linear) if _has_module(module, linear) else None
+        table = module.get_submodule(embedding).weight
+        if not isinstance(old, nn.Linear) or old.weight is not table:
+            raise ValueError(f"{path}: {linear!r} is tied to {embedding!r} in the file but is "
+                             "not a linear sharing that table in the model")
+        tied[linear] = PackedTiedLinear(replacements[embedding], old.bias)
+    replace_modules_(module, {**replacements, **tied})
     for alias, kept in meta["aliases"].items():
         if kept not in state:
             raise ValueError(f"{path}: alias {alias!r} points to missing tensor {kept!r}")
@@ -334,6 +388,14 @@ def load_packed(model_skeleton: Any, path: str | os.PathLike[str], *, cache: boo
         pm._refresh_cache()
     logger.info("load_packed: %s, %d packed layers", path, len(replacements))
     return model_skeleton
+
+
+def _has_module(model: nn.Module, name: str) -> bool:
+    try:
+        model.get_submodule(name)
+    except AttributeError:
+        return False
+    return True
 
 
 __all__ = [

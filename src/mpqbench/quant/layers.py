@@ -52,6 +52,7 @@ from mpqbench.quant.primitives import (
     dequantize,
     fake_quantize,
     fake_quantize_lsq,
+    lsq_grad_factor,
 )
 
 logger = logging.getLogger(__name__)
@@ -144,7 +145,8 @@ def _adopt(new: nn.Module, old: nn.Module) -> None:
         new.parametrizations = old.parametrizations
     else:
         new.weight = old.weight
-    new.bias = old.bias
+    if hasattr(old, "bias"):
+        new.bias = old.bias
     new.train(old.training)
 
 
@@ -227,7 +229,119 @@ class QuantConv1d(_FakeQuantMixin, nn.Conv1d):
         return self._conv_forward(x, self.quantized_weight(), self.bias)
 
 
-FAKE_QUANT_TYPES: tuple[type[nn.Module], ...] = (QuantLinear, QuantConv1d)
+class QuantEmbedding(_FakeQuantMixin, nn.Embedding):
+    """``nn.Embedding`` whose lookup reads rows of the fake-quantized table.
+
+    The table is ``[num_embeddings, dim]``; ``per_channel`` means one scale per row (per
+    token), the same layout as a linear layer's output channels, so a table tied to an
+    output projection (:class:`TiedQuantLinear`) has one set of codes and scales. With
+    per-row scales a row's fake-quantized values depend on that row alone, so the lookup
+    quantizes only the rows it gathers (the same arithmetic on the same values: equal, bit
+    for bit, to gathering from the fake-quantized table; tested); ``per_tensor`` quantizes
+    the whole table. ``max_norm`` (an in-place renorm of the table) and sparse gradients
+    are refused.
+
+    Build with :meth:`from_float`; do not call the constructor directly.
+    """
+
+    @classmethod
+    def from_float(cls, embedding: nn.Embedding, spec: QuantSpec) -> QuantEmbedding:
+        """Wrap ``embedding``'s table Parameter (shared, not copied) with quantizer ``spec``.
+
+        Raises:
+            ValueError: the embedding uses ``max_norm`` or sparse gradients.
+        """
+        if embedding.max_norm is not None or embedding.sparse:
+            raise ValueError("only embeddings without max_norm and without sparse gradients "
+                             "are quantized")
+        new = cls(embedding.num_embeddings, embedding.embedding_dim,
+                  padding_idx=embedding.padding_idx,
+                  scale_grad_by_freq=embedding.scale_grad_by_freq, device="meta")
+        _adopt(new, embedding)
+        new._init_quant(spec)
+        return new
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        spec = self.spec
+        if spec.granularity != "per_channel":
+            table = self.quantized_weight()
+            if table.dtype != self.weight.dtype:  # a frozen copy in an autocast dtype
+                table = self.fake_quant_with_scale()[0]
+            return self._lookup(ids, table)
+        rows = self._lookup(ids, self.weight).reshape(-1, self.embedding_dim)
+        if self.scale is not None:
+            scale = self.scale.clamp_min(torch.finfo(self.scale.dtype).tiny)
+            scale = scale.reshape(-1)[ids.reshape(-1)].unsqueeze(-1)
+            # n weights per scale entry is the row length either way: the same LSQ factor
+            out = fake_quantize_lsq(rows, scale, spec.bits,
+                                    grad_factor=lsq_grad_factor(self.weight, self.scale,
+                                                                spec.bits))
+        else:
+            scale = choose_scale(rows.detach(), spec.bits, "per_channel", spec.scale_method)
+            out = fake_quantize(rows, scale, spec.bits, in_range=spec.scale_method == "max")
+        return out.reshape(*ids.shape, self.embedding_dim)
+
+    def _lookup(self, ids: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        return F.embedding(ids, table, self.padding_idx, None, 2.0, self.scale_grad_by_freq)
+
+
+class TiedLinearBase(nn.Module):
+    """A linear layer whose weight is an embedding table it does not own (Whisper's
+    ``proj_out``, tied to the token embedding): ``x @ table.T + bias``. Subclasses say
+    which table: :meth:`table`. The owner is not a submodule (it lives at its own path)."""
+
+    def __init__(self, owner: nn.Module, bias: nn.Parameter | None) -> None:
+        super().__init__()
+        self.owner = [owner]  # a list: not registered as a submodule
+        self.bias = bias
+
+    def table(self) -> torch.Tensor:
+        """The ``[num_embeddings, dim]`` matrix the projection multiplies by."""
+        raise NotImplementedError
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The table (read-only use: code that inspects ``module.weight``)."""
+        return self.table()
+
+    @property
+    def in_features(self) -> int:
+        return self.owner[0].embedding_dim
+
+    @property
+    def out_features(self) -> int:
+        return self.owner[0].num_embeddings
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.table(), self.bias)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"tied to a {type(self.owner[0]).__name__} ({self.owner[0].bits} bits)")
+
+
+class TiedQuantLinear(TiedLinearBase):
+    """The projection tied to a :class:`QuantEmbedding`: multiplies by its fake-quantized
+    table. It has no quantizer of its own and registers no weight, so the tied tensor stays
+    one Parameter with one set of codes and scales, counted once, as the embedding's."""
+
+    @classmethod
+    def from_float(cls, linear: nn.Linear, owner: QuantEmbedding) -> TiedQuantLinear:
+        """Tie ``linear`` (whose weight is ``owner``'s table Parameter) to ``owner``."""
+        if linear.weight is not owner.weight:
+            raise ValueError("TiedQuantLinear: the linear's weight is not the embedding's table")
+        return cls(owner, linear.bias)
+
+    def table(self) -> torch.Tensor:
+        return self.owner[0].quantized_weight()
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The shared latent table (the Parameter the embedding owns)."""
+        return self.owner[0].weight
+
+
+FAKE_QUANT_TYPES: tuple[type[nn.Module], ...] = (QuantLinear, QuantConv1d, QuantEmbedding)
 
 
 def _module_paths(model: nn.Module) -> dict[int, list[str]]:
@@ -266,9 +380,11 @@ def _quantizable(name: str, module: nn.Module) -> type[nn.Module]:
         return QuantLinear
     if isinstance(module, nn.Conv1d):
         return QuantConv1d
+    if isinstance(module, nn.Embedding):
+        return QuantEmbedding
     raise ValueError(
-        f"module {name!r} is a {type(module).__name__}; only nn.Linear and nn.Conv1d are "
-        "quantized"
+        f"module {name!r} is a {type(module).__name__}; only nn.Linear, nn.Conv1d and "
+        "nn.Embedding are quantized"
     )
 
 
@@ -306,9 +422,34 @@ def prepare_(model: Any, allocation: Allocation, quantizer: Quantizer | None = N
         layer = module.get_submodule(name)
         cls = _quantizable(name, layer)
         replacements[name] = cls.from_float(layer, quantizer.at(bits))
-    replace_modules_(module, replacements)
-    logger.info("prepare_: %d layers fake-quantized", len(replacements))
+    tied = _tied_linears(module, allocation, replacements)
+    replace_modules_(module, {**replacements, **tied})
+    logger.info("prepare_: %d layers fake-quantized%s", len(replacements),
+                f" ({len(tied)} tied to an embedding)" if tied else "")
     return model
+
+
+def _tied_linears(module: nn.Module, allocation: Allocation,
+                  replacements: dict[str, nn.Module]) -> dict[str, TiedQuantLinear]:
+    """Linear layers whose weight is a quantized embedding's table, tied to it.
+
+    Raises:
+        ValueError: such a linear is itself in the allocation (one tensor, one bit-width:
+            the embedding decides it).
+    """
+    owners = {id(new.weight): new for new in replacements.values()
+              if isinstance(new, QuantEmbedding)}
+    tied: dict[str, TiedQuantLinear] = {}
+    if not owners:
+        return tied
+    for name, sub in module.named_modules():
+        if isinstance(sub, nn.Linear) and id(sub.weight) in owners:
+            if name in allocation.quantized:
+                raise ValueError(
+                    f"allocation: {name!r} shares its weight with a quantized embedding; "
+                    "quantize the embedding only (the tied layer follows it)")
+            tied[name] = TiedQuantLinear.from_float(sub, owners[id(sub.weight)])
+    return tied
 
 
 def fake_quant_modules(model: Any) -> dict[str, _FakeQuantMixin]:
@@ -320,7 +461,10 @@ def fake_quant_modules(model: Any) -> dict[str, _FakeQuantMixin]:
 __all__ = [
     "FAKE_QUANT_TYPES",
     "QuantConv1d",
+    "QuantEmbedding",
     "QuantLinear",
+    "TiedLinearBase",
+    "TiedQuantLinear",
     "fake_quant_modules",
     "frozen_quantized_weights",
     "prepare_",

@@ -33,7 +33,15 @@ from torch import nn
 
 from mpqbench.quant._unwrap import unwrap_module
 from mpqbench.quant.formats import check_bits
-from mpqbench.quant.layers import FAKE_QUANT_TYPES, QuantConv1d, QuantLinear, replace_modules_
+from mpqbench.quant.layers import (
+    FAKE_QUANT_TYPES,
+    QuantConv1d,
+    QuantEmbedding,
+    QuantLinear,
+    TiedLinearBase,
+    TiedQuantLinear,
+    replace_modules_,
+)
 from mpqbench.quant.packing import pack, packed_nbytes, unpack
 from mpqbench.quant.primitives import dequantize
 
@@ -192,7 +200,54 @@ class PackedConv1d(_PackedBase):
                 f"groups={self.groups}")
 
 
-PACKED_TYPES: tuple[type[nn.Module], ...] = (PackedLinear, PackedConv1d)
+class PackedEmbedding(_PackedBase):
+    """Embedding table with bit-packed integer rows (one scale per row, or per tensor).
+
+    The lookup gathers rows of ``codes * scale``: the values the fake-quant lookup computes.
+    """
+
+    def __init__(
+        self,
+        qweight: torch.Tensor,
+        scale: torch.Tensor,
+        bits: int,
+        weight_shape: tuple[int, ...],
+        *,
+        padding_idx: int | None = None,
+        cache: bool = True,
+    ) -> None:
+        """Args as :class:`_PackedBase` (no bias); ``padding_idx`` as ``nn.Embedding``."""
+        super().__init__(qweight, scale, bits, weight_shape, None, cache=cache)
+        self.padding_idx = padding_idx
+
+    @property
+    def num_embeddings(self) -> int:
+        return self.weight_shape[0]
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.weight_shape[1]
+
+    @classmethod
+    def from_quant(cls, module: QuantEmbedding, *, cache: bool = True) -> PackedEmbedding:
+        """Pack a :class:`QuantEmbedding`'s current table."""
+        codes, scale = module.codes_and_scale()
+        return cls(pack(codes, module.bits), scale, module.bits, tuple(codes.shape),
+                   padding_idx=module.padding_idx, cache=cache)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return F.embedding(ids, self.dequantized_weight(), self.padding_idx)
+
+
+class PackedTiedLinear(TiedLinearBase):
+    """The packed twin of :class:`TiedQuantLinear`: multiplies by its
+    :class:`PackedEmbedding` owner's ``codes * scale``; it stores no weight of its own."""
+
+    def table(self) -> torch.Tensor:
+        return self.owner[0].dequantized_weight()
+
+
+PACKED_TYPES: tuple[type[nn.Module], ...] = (PackedLinear, PackedConv1d, PackedEmbedding)
 
 
 def convert_(model: Any, *, cache: bool = True) -> Any:
@@ -212,13 +267,22 @@ def convert_(model: Any, *, cache: bool = True) -> Any:
     """
     root = unwrap_module(model)
     replacements: dict[str, nn.Module] = {}
+    packed_of: dict[int, PackedEmbedding] = {}
+    tied: dict[str, TiedQuantLinear] = {}
     for name, module in root.named_modules():
         if isinstance(module, QuantLinear):
             replacements[name] = PackedLinear.from_quant(module, cache=cache)
         elif isinstance(module, QuantConv1d):
             replacements[name] = PackedConv1d.from_quant(module, cache=cache)
+        elif isinstance(module, QuantEmbedding):
+            replacements[name] = packed_of[id(module)] = PackedEmbedding.from_quant(
+                module, cache=cache)
+        elif isinstance(module, TiedQuantLinear):
+            tied[name] = module
         else:
             assert not isinstance(module, FAKE_QUANT_TYPES)
+    for name, module in tied.items():
+        replacements[name] = PackedTiedLinear(packed_of[id(module.owner[0])], module.bias)
     if not replacements:
         raise ValueError("convert_: the model has no fake-quantized layer (call prepare_ first)")
     replace_modules_(root, replacements)
@@ -232,4 +296,12 @@ def packed_modules(model: Any) -> dict[str, _PackedBase]:
     return {n: m for n, m in items if isinstance(m, PACKED_TYPES)}
 
 
-__all__ = ["PACKED_TYPES", "PackedConv1d", "PackedLinear", "convert_", "packed_modules"]
+__all__ = [
+    "PACKED_TYPES",
+    "PackedConv1d",
+    "PackedEmbedding",
+    "PackedLinear",
+    "PackedTiedLinear",
+    "convert_",
+    "packed_modules",
+]

@@ -21,9 +21,12 @@ SAMPLE_RATE = 16000
 
 #: Layer groups every adapter reports (some may be empty for a family).
 #: ``blocks``: every nn.Linear inside the transformer blocks (attention q/k/v/out, feed-forward);
-#: ``feature_encoder``: the CNN front end (+ its projection); ``pos_conv``: the positional
-#: convolution; ``head``: the output projection.
-LAYER_GROUPS = ("blocks", "feature_encoder", "pos_conv", "head")
+#: ``feature_encoder``: the CNN front end (+ its projection) of CTC models; ``pos_conv``: the
+#: positional convolution; ``head``: an output projection with a weight of its own;
+#: ``embeddings``: token embeddings (Whisper's, whose table is also the output projection:
+#: quantizing it quantizes that projection, one tensor); ``conv``: Whisper's two front-end
+#: convolutions.
+LAYER_GROUPS = ("blocks", "feature_encoder", "pos_conv", "head", "embeddings", "conv")
 
 
 @dataclass

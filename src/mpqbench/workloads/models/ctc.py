@@ -476,7 +476,8 @@ def _load_dir(directory: Path, *, name: str, batching: Batching) -> CTCSpeechMod
 def _find_layer_groups(model: nn.Module) -> dict[str, list[str]]:
     base = model.base_model_prefix
     groups: dict[str, list[str]] = {
-        "blocks": [], "feature_encoder": [], "pos_conv": [], "head": []
+        "blocks": [], "feature_encoder": [], "pos_conv": [], "head": [], "embeddings": [],
+        "conv": [],
     }
     for name, module in model.named_modules():
         if name == "lm_head" and isinstance(module, nn.Linear):

@@ -507,10 +507,12 @@ class WhisperSpeechModel(SpeechModel):
         """Quantizable module names by group.
 
         ``blocks``: every linear of every encoder and decoder layer (self-attention q/k/v/out,
-        decoder cross-attention q/k/v/out, fc1, fc2); ``feature_encoder``: the two encoder
-        convolutions; ``pos_conv``: none (Whisper's positions are tables); ``head``:
-        ``proj_out``, whose weight is tied to ``model.decoder.embed_tokens.weight``
-        (quantizing it in place also changes the token embeddings unless the quantizer unties).
+        decoder cross-attention q/k/v/out, fc1, fc2); ``embeddings``: the token embedding
+        ``model.decoder.embed_tokens``, whose table is also the output projection
+        ``proj_out`` (``prepare_`` ties the projection to the quantized table: one tensor,
+        one set of codes); ``conv``: the two encoder convolutions. ``feature_encoder``,
+        ``pos_conv`` (Whisper's positions are tables, kept 32-bit) and ``head`` (the
+        projection has no weight of its own) are empty.
         """
         config = self.model.config
         attn = ("q_proj", "k_proj", "v_proj", "out_proj")
@@ -525,9 +527,11 @@ class WhisperSpeechModel(SpeechModel):
             blocks += [f"{prefix}.fc1", f"{prefix}.fc2"]
         return {
             "blocks": blocks,
-            "feature_encoder": ["model.encoder.conv1", "model.encoder.conv2"],
+            "feature_encoder": [],
             "pos_conv": [],
-            "head": ["proj_out"],
+            "head": [],
+            "embeddings": ["model.decoder.embed_tokens"],
+            "conv": ["model.encoder.conv1", "model.encoder.conv2"],
         }
 
 
