@@ -123,6 +123,12 @@ class _PackedBase(nn.Module):
         return f"weight_shape={self.weight_shape}, bits={self.bits}, bias={self.bias is not None}"
 
 
+def _packed_fields(module: Any) -> tuple[torch.Tensor, torch.Tensor, int, tuple[int, ...]]:
+    """``(qweight, scale, bits, weight_shape)`` of a fake-quant layer's current weight."""
+    codes, scale = module.codes_and_scale()
+    return pack(codes, module.bits), scale, module.bits, tuple(codes.shape)
+
+
 class PackedLinear(_PackedBase):
     """Linear layer with bit-packed integer weights (see module docstring for the fields)."""
 
@@ -137,9 +143,7 @@ class PackedLinear(_PackedBase):
     @classmethod
     def from_quant(cls, module: QuantLinear, *, cache: bool = True) -> PackedLinear:
         """Pack a :class:`QuantLinear`'s current weight (its bias Parameter is shared)."""
-        codes, scale = module.codes_and_scale()
-        return cls(pack(codes, module.bits), scale, module.bits, tuple(codes.shape),
-                   module.bias, cache=cache)
+        return cls(*_packed_fields(module), module.bias, cache=cache)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.dequantized_weight(), self.bias)
@@ -184,9 +188,7 @@ class PackedConv1d(_PackedBase):
     @classmethod
     def from_quant(cls, module: QuantConv1d, *, cache: bool = True) -> PackedConv1d:
         """Pack a :class:`QuantConv1d`'s current (effective) weight."""
-        codes, scale = module.codes_and_scale()
-        return cls(pack(codes, module.bits), scale, module.bits, tuple(codes.shape),
-                   module.bias, geometry=module, cache=cache)
+        return cls(*_packed_fields(module), module.bias, geometry=module, cache=cache)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.dequantized_weight()
@@ -231,9 +233,7 @@ class PackedEmbedding(_PackedBase):
     @classmethod
     def from_quant(cls, module: QuantEmbedding, *, cache: bool = True) -> PackedEmbedding:
         """Pack a :class:`QuantEmbedding`'s current table."""
-        codes, scale = module.codes_and_scale()
-        return cls(pack(codes, module.bits), scale, module.bits, tuple(codes.shape),
-                   padding_idx=module.padding_idx, cache=cache)
+        return cls(*_packed_fields(module), padding_idx=module.padding_idx, cache=cache)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return F.embedding(ids, self.dequantized_weight(), self.padding_idx)

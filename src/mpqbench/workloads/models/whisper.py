@@ -409,6 +409,9 @@ class WhisperSpeechModel(SpeechModel):
                 degenerate model that loops until the cap otherwise decodes every clip to
                 ``max_new_tokens``; a clip stopped by this cap is ``capped`` too.
 
+        Returns:
+            One :class:`Transcript` per clip, in order.
+
         Raises:
             ValueError: ``max_new_tokens`` < 1 or ``max_tokens_per_s`` not > 0.
         """

@@ -2,14 +2,16 @@
 
 Greedy decoding feeds the decoder one token per step, so each cross-attention call is one
 query over every encoder position (1,000 at the default suite's 20 s window). torch's CPU
-``scaled_dot_product_attention`` (flash kernel) is slow at that shape in bf16: measured on a
-2-core AMD EPYC (torch 2.13), batch 16, 6 heads, 1,000 keys, 64 dims, 7.6 ms a call, against
-4.9 ms for two batched matmuls and a softmax computed in fp32 from the bf16 keys and values
-(2.3 ms once the keys and values are in fp32, which a layer's cross-attention cache lets us
-convert once per clip batch instead of once per step), and the output is closer to an fp32
-reference (largest error 2.5e-6 against flash's 6.6e-3). :func:`single_query_attention`
-takes that path for a single bf16/fp16 query on a CPU with no mask and no dropout, and hands
-every other call (training, the encoder, CUDA, fp32) to transformers' own SDPA function.
+``scaled_dot_product_attention`` (flash kernel) is slow at that shape in bf16. Measured
+with ``python benchmarks/bench_decoding_kernels.py`` on a 2-core AMD EPYC (torch 2.13),
+batch 16, 6 heads, 1,000 keys, 64 dims: SDPA 10.7 ms a call; two batched matmuls and a
+softmax in fp32 from the bf16 keys and values 6.5 ms, and 4.0 ms once the keys and values
+are fp32 -- which a layer's cross-attention cache lets us convert once per clip batch
+instead of once per step. Largest error against fp32 SDPA on the same inputs: 2.8e-4
+(bf16 SDPA) and 2.4e-4 (this path, whose output is rounded to bf16).
+:func:`single_query_attention` takes that path for a single bf16/fp16 query on a CPU with no
+mask and no dropout, and hands every other call (training, the encoder, CUDA, fp32) to
+transformers' own SDPA function.
 
 :func:`use_single_query_attention` registers it with transformers' ``AttentionInterface``
 (the documented way to add an attention function) and selects it on a model that uses SDPA.
