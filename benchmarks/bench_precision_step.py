@@ -4,8 +4,9 @@ Each system runs in its own fresh process (so peak memory is its own), alternati
 rounds so that load drift on a shared machine hits both alike:
 
 - ``step``: the shared loop (:func:`mpqbench.quant.qat.train`, KL to the teacher on) on
-  the same 8 utterances of the embedded ``train`` split, every transformer-block linear
-  fake-quantized at 4 bits, ``precision`` fp32 or bf16 (matmuls under CPU/CUDA autocast,
+  the same 8 utterances of the embedded ``train`` split, every layer of ``--groups`` (the
+  suites' default: transformer-block linears and the tied token embedding) fake-quantized
+  at 4 bits, ``precision`` fp32 or bf16 (matmuls under CPU/CUDA autocast,
   quantizers and weights fp32). Reported: the median step time read inside the loop
   (device-synchronised; step 0, which allocates AdamW state, excluded) and the process's
   peak resident memory.
@@ -17,6 +18,7 @@ only where the CPU has bf16 instructions (``avx512_bf16`` / AMX); elsewhere it c
 slower than fp32. The default window is the default suite's 20 s.
 
     python benchmarks/bench_precision_step.py [--rounds 2] [--steps 3] [--window 20]
+        [--groups blocks,embeddings]
     pytest benchmarks/bench_precision_step.py --benchmark-only
 """
 
@@ -32,6 +34,7 @@ import pytest
 import torch
 from loop_timing import median_step_seconds, rss_mib
 
+from mpqbench.bench.cell import CellSpec
 from mpqbench.quant.allocation import allocation_for
 from mpqbench.quant.layers import prepare_
 from mpqbench.quant.teacher import build_teacher_cache
@@ -41,6 +44,7 @@ from mpqbench.workloads.models.registry import load_model
 
 BATCH = 8
 PRECISIONS = ("fp32", "bf16")
+GROUPS = tuple(CellSpec.default("groups"))
 
 
 def _model(window: int, threads: int):
@@ -52,14 +56,14 @@ def _model(window: int, threads: int):
 
 
 def step_cost(precision: str, steps: int, window: int, threads: int,
-              trim: bool = False) -> dict[str, float]:
+              trim: bool = False, groups: tuple[str, ...] = GROUPS) -> dict[str, float]:
     """Median time of a 4-bit QAT step in ``precision`` and the peak RSS, in this process
     (``trim``: batches trimmed to their longest clip, budget ``trim_window``)."""
     model = _model(window, threads)
     data = open_split("embedded", "train")[:BATCH]
     teacher = build_teacher_cache(model, data, batch_size=BATCH, progress=False,
                                   precision=precision)
-    prepare_(model.model, allocation_for(model, 4))
+    prepare_(model.model, allocation_for(model, 4, groups=groups))
     step_s = median_step_seconds(model, data, teacher, steps, BATCH, precision, trim)
     return {"step_s": step_s, "peak_mib": rss_mib()}
 
@@ -84,12 +88,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--skip-eval", action="store_true")
     parser.add_argument("--trim", action="store_true",
                         help="trim training batches to their longest clip (trim_window)")
+    parser.add_argument("--groups", default=",".join(GROUPS),
+                        help=f"layer groups quantized in the step ({','.join(GROUPS)})")
     parser.add_argument("--child", nargs=2, metavar=("KIND", "PRECISION"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         kind, precision = args.child
-        out = (step_cost(precision, args.steps, args.window, args.threads, args.trim)
+        groups = tuple(g for g in args.groups.split(",") if g)
+        out = (step_cost(precision, args.steps, args.window, args.threads, args.trim, groups)
                if kind == "step"
                else eval_cost(precision, args.eval_utts, args.window, args.threads))
         print(json.dumps(out))
@@ -104,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
                     [sys.executable, __file__, "--child", kind, precision,
                      "--steps", str(args.steps), "--eval-utts", str(args.eval_utts),
                      "--window", str(args.window), "--threads", str(args.threads),
-                     *(["--trim"] if args.trim else [])],
+                     "--groups", args.groups, *(["--trim"] if args.trim else [])],
                     check=True, capture_output=True, text=True,
                 ).stdout.strip().splitlines()[-1]
                 results[(kind, precision)].append(json.loads(out))
@@ -113,6 +120,7 @@ def main(argv: list[str] | None = None) -> None:
            for key, v in results.items()}
     print(f"cpu capability {torch.backends.cpu.get_cpu_capability()}, window {args.window} s"
           f"{' (training batches trimmed)' if args.trim else ''}, batch {BATCH}, "
+          f"groups {args.groups}, "
           f"{args.threads} threads, {args.rounds} rounds")
     s32, s16 = med[("step", "fp32")], med[("step", "bf16")]
     print(f"  4-bit QAT step: fp32 {s32['step_s']:.2f} s, bf16 {s16['step_s']:.2f} s; "

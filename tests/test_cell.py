@@ -28,7 +28,8 @@ def test_bad_method_field_is_refused_before_loading(corpus, tmp_path, capsys, fi
 def test_uniform_cell_record(corpus, model, capsys):
     budget = Budget(train_steps=2, batch_size=2, dev_subset=2, seed=0)
     base = CellSpec(model=model, data=str(corpus), method="uniform", target=Target(avg_bits=8),
-                    budget=budget, eval_splits=("test-clean",), max_new_tokens=8)
+                    budget=budget, eval_splits=("test-clean",), max_new_tokens=8,
+                    groups=("blocks", "embeddings"))
     reference = run_cell(base.reference(), progress=False)
     assert reference["avg_bits"] == 32.0 and reference["compression_ratio"]["value"] == 1.0
     record = run_cell(base, reference=reference, progress=False)
@@ -44,6 +45,26 @@ def test_uniform_cell_record(corpus, model, capsys):
     assert set(sig) == {"mapsswe", "bootstrap", "significantly_worse"}
     assert len(record["splits"]["test-clean"]["utterances"]) == 4  # the corpus fixture
     assert record["config_hash"] == base.config_hash() != base.reference().config_hash()
+    # "embeddings" takes the token embedding where the model has one (Whisper's, tied to
+    # the output projection; a CTC model has none): the paper's rule then counts it
+    # quantized, the blocks-only rule at 32 bits.
+    ratios = record["compression_ratios"]
+    assert ratios["cr_paper"] == record["compression_ratio"]["value"]
+    if model == "tiny-whisper":
+        assert record["allocation"]["layers"]["model.decoder.embed_tokens"] == 8
+        assert ratios["cr_paper"] > ratios["cr_blocks_only"] > 1.0
+        assert "embeddings" not in record["kept_fp32"]
+    else:
+        assert ratios["cr_paper"] == ratios["cr_blocks_only"]
+    assert record["kept_fp32"]["norms"]["parameters"] > 0
+    assert record["kept_fp32"]["biases"]["parameters"] > 0
+    # The packed export: measured beside the accounting, reloaded, decoding the same text.
+    export = record["export"]
+    assert export["file"] is None  # no export_path: a temporary file
+    assert export["file_bytes"] == export["header_bytes"] + export["accounted_bytes"] + \
+        export["buffer_bytes"]
+    assert export["reload"]["identical"] == export["reload"]["utterances"] == 4
+    assert reference["export"] is None
 
 
 def test_finetuned_reference_trains_in_32_bits_under_the_cells_budget(corpus):
@@ -78,11 +99,14 @@ def test_quantize_cli_writes_reference_then_record(corpus, tmp_path, capsys):
     argv = ["quantize", "--model", "tiny-ctc", "--data", str(corpus), "--method", "uniform",
             "--avg-bits", "4", "--train-steps", "1", "--batch-size", "2",
             "--eval-splits", "test-clean", "--out", str(out), "--no-progress",
-            "--set", "train.lr=1e-4"]
+            "--set", "train.lr=1e-4", "--export", str(tmp_path / "packed.safetensors")]
     assert main(argv) == 0
     assert len(list(tmp_path.glob("tiny-ctc__fp32__*.json"))) == 1
     record = json.loads(out.read_text())
     assert record["method_config"]["train"]["lr"] == 1e-4
+    packed = tmp_path / "packed.safetensors"
+    assert record["export"]["file"] == str(packed)
+    assert packed.stat().st_size == record["export"]["file_bytes"]
     assert set(record["allocation"]["layers"].values()) == {4}
     assert main(argv) == 2  # refuses to overwrite
     assert "already exists" in capsys.readouterr().err

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from mpqbench.quant.accounting import RULES, account, layer_sizes
+from mpqbench.quant.accounting import RULES, account, kept_fp32_parameters, layer_sizes
 from mpqbench.quant.allocation import Allocation
 from mpqbench.quant.formats import Quantizer
 from mpqbench.quant.layers import prepare_
@@ -122,3 +122,28 @@ def test_layer_sizes_and_errors():
         account(model, Allocation("toy", {"norm": 4}))
     with pytest.raises(ValueError, match="no module 'nope'"):
         layer_sizes(model, ["nope"])
+
+
+def test_kept_fp32_lists_what_stays_32_bit_with_the_tied_table_once():
+    from quant_toys import tied_lm
+
+    model = nn.Sequential()
+    model.lm = tied_lm()
+    model.norm = nn.LayerNorm(12)
+    model.pos = nn.Module()
+    model.pos.position_embedding = nn.Embedding(5, 12)
+    only_mix = Allocation("toy", {"lm.mix": 4})
+    kept = kept_fp32_parameters(model, only_mix)
+    assert list(kept) == ["norms", "biases", "positional_embeddings", "embeddings"]
+    assert kept["norms"] == {"parameters": 24, "tensors": 2,
+                             "examples": ["norm.weight", "norm.bias"]}
+    assert kept["biases"]["parameters"] == 12  # mix.bias; the tied head has none
+    assert kept["embeddings"]["parameters"] == 40 * 12  # the tied table, once
+    with_table = Allocation("toy", {"lm.mix": 4, "lm.embed": 4})
+    for state in ("before", "after prepare_"):
+        kept = kept_fp32_parameters(model, with_table)
+        assert "embeddings" not in kept, state
+        total = sum(e["parameters"] for e in kept.values())
+        assert total == account(model, with_table).n_rest.value, state
+        if state == "before":
+            prepare_(model, with_table)

@@ -8,7 +8,7 @@ from matplotlib.image import imread
 
 from mpqbench.bench.headline import cr_sentence, headline, time_sentence
 from mpqbench.bench.report import write_report
-from mpqbench.bench.table import TABLE_COLUMNS, load_records, records_table
+from mpqbench.bench.table import TABLE_COLUMNS, load_records, record_cr, records_table
 from mpqbench.cli import main
 from record_factory import (
     FIXTURES,
@@ -289,3 +289,32 @@ def test_wer_axis_goes_logarithmic_only_for_a_wide_spread(wers, scale, label):
     ax = Figure().subplots()
     assert _wer_axis(ax, wers) == label
     assert ax.get_yscale() == scale
+
+
+def test_cr_rule_picks_the_named_figure_and_old_records_fall_back(tmp_path):
+    ref = make_reference()
+    whole = make_cell(ref, method="uniform", target_bits=4, avg_bits=4, cr=6.6)
+    whole["config"]["groups"] = ["blocks", "embeddings"]
+    whole["compression_ratios"] = {"cr_paper": 6.6, "cr_blocks_only": 1.63}
+    old = make_cell(ref, method="uniform", target_bits=8, avg_bits=8, cr=1.49)
+    old["config"]["groups"] = ["blocks"]
+    old.pop("compression_ratios", None)
+    assert record_cr(whole) == 6.6 and record_cr(whole, "cr_blocks_only") == 1.63
+    # A blocks-only record made before the field existed: both rules are its one figure.
+    assert record_cr(old, "cr_paper") == record_cr(old, "cr_blocks_only") == 1.49
+    older = dict(old, config=dict(old["config"], groups=["blocks", "embeddings"]))
+    with pytest.raises(ValueError, match="cr_blocks_only"):
+        record_cr(older, "cr_blocks_only")
+    with pytest.raises(ValueError, match="rules are"):
+        record_cr(whole, "cr_whatever")
+    table = records_table([ref, whole], cr_rule="cr_blocks_only")
+    row = table[table.method == "uniform"].iloc[0]
+    assert row.cr == 1.63 and row.cr_rule == "cr_blocks_only"
+    assert row.groups == "blocks+embeddings"
+    results = tmp_path / "r"
+    write_records(results / "rules" / "records", [ref, whole])
+    assert main(["report", "rules", "--results", str(results), "--cr-rule",
+                 "cr_blocks_only"]) == 0
+    text = (results / "rules" / "report.md").read_text()
+    assert "rule cr_blocks_only" in text and "blocks, embeddings" not in text
+    assert "Quantized layer groups: blocks+embeddings" in text

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mpqbench.bench.packed_check import DEFAULT_CHECK_UTTERANCES, export_and_check
 from mpqbench.bench.records import (
     RECORD_SCHEMA,
     environment_block,
@@ -45,7 +46,8 @@ from mpqbench.bench.stats import (
 from mpqbench.bench.workload import eligible_layers, make_workload, open_model
 from mpqbench.method import Budget, Target, field_default, get_method, make_config
 from mpqbench.precision import check_precision, compute_dtype
-from mpqbench.quant.accounting import account
+from mpqbench.quant.accounting import Figure, account, kept_fp32_parameters
+from mpqbench.quant.allocation import Allocation
 from mpqbench.quant.layers import frozen_quantized_weights
 from mpqbench.quant.teacher import DEFAULT_TOP_K, TeacherCache, build_teacher_cache
 from mpqbench.timing import device_label, stage_timer
@@ -304,8 +306,16 @@ def run_cell(
     progress: bool = True,
     teacher_cache: dict[tuple[Any, ...], TeacherCache] | None = None,
     checkpoint_dir: Path | None = None,
+    export_path: Path | None = None,
+    check_utterances: int = DEFAULT_CHECK_UTTERANCES,
 ) -> dict[str, Any]:
     """Run one cell and return its record.
+
+    A compressed cell also exports its model packed and checks the file
+    (:func:`mpqbench.bench.packed_check.export_and_check`: measured size beside the
+    accounted size, and a reload that must decode ``check_utterances`` utterances of the
+    first evaluation split to the same text); the record's ``export`` block holds the
+    result.
 
     Args:
         spec: the cell.
@@ -316,6 +326,10 @@ def run_cell(
         checkpoint_dir: where the method's QAT stages checkpoint and resume (see
             :func:`mpqbench.method.fixed_bits.qat_fixed_bits`); None disables checkpoints.
             It must belong to this cell only: a rerun resumes from what it holds.
+        export_path: where the packed model is kept (None: a temporary file, deleted
+            after the check).
+        check_utterances: utterances decoded by both the fake-quant and the reloaded
+            packed model (0 skips the export check).
 
     Raises:
         ValueError: bad configuration (unknown method/field, split, ...) before any training.
@@ -353,6 +367,10 @@ def run_cell(
     info = result.info
 
     accounting = account(model.model, allocation)
+    blocks = set(model.layer_groups()["blocks"])
+    blocks_only = account(model.model, Allocation(
+        allocation.model, {n: b for n, b in allocation.layers.items() if n in blocks}))
+    ratios = [accounting.cr_paper, Figure(blocks_only.cr_paper.value, "cr_blocks_only")]
     evaluations = {}
     with frozen_quantized_weights(model.model, compute_dtype(spec.eval_precision_name)):
         for name, split in splits.items():
@@ -362,6 +380,16 @@ def run_cell(
                            alignment=spec.alignment_name,
                            precision=spec.eval_precision_name)
             evaluations[name] = split_record(res)
+    export = None
+    if spec.method != FP32 and allocation.quantized and check_utterances > 0:
+        first = next(iter(splits.values()))
+        export = export_and_check(
+            model, allocation, accounting,
+            skeleton=lambda: open_model(spec.model, device=device,
+                                        whisper_window_s=spec.whisper_window_s),
+            utterances=list(first.subset(min(check_utterances, len(first)), seed=0)),
+            precision=spec.eval_precision_name, path=export_path,
+            max_new_tokens=spec.max_new_tokens, max_tokens_per_s=spec.max_tokens_per_s)
     record: dict[str, Any] = {
         "schema": RECORD_SCHEMA,
         "kind": "cell",
@@ -375,6 +403,9 @@ def run_cell(
         "accounting": accounting.to_dict(),
         "avg_bits": accounting.avg_bits.value,
         "compression_ratio": {"value": accounting.cr_paper.value, "rule": "cr_paper"},
+        "compression_ratios": {f.rule: f.value for f in ratios},
+        "kept_fp32": kept_fp32_parameters(model.model, allocation),
+        "export": export,
         "stages": stages,
         "compression_seconds": sum(s["seconds"] for s in stages),
         "shared_stages": [teacher_stage] if teacher_stage else [],

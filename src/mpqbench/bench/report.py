@@ -215,6 +215,48 @@ def _layer_section(records: Sequence[Mapping[str, Any]], table: pd.DataFrame,
     return [*out, ""]
 
 
+_CR_TEXT = {
+    "cr_paper": "CR = 32 N_total / (sum b_l N_l + 32 N_rest) over every quantized layer "
+    "(rule cr_paper, DESIGN.md section 4: the whole model as quantized, token embedding "
+    "included where the groups name it)",
+    "cr_blocks_only": "CR = 32 N_total / (sum b_l N_l + 32 N_rest) counting only the "
+    "transformer-block layers as quantized and every other parameter at 32 bits (rule "
+    "cr_blocks_only, the figure before whole-model quantization; `mpqbench report "
+    "--cr-rule cr_paper` gives the whole-model figure)",
+}
+
+
+def _cr_line(records: Sequence[Mapping[str, Any]], table: pd.DataFrame) -> str:
+    rule = str(table.cr_rule.iloc[0])
+    groups = sorted(set(table[table.method != "fp32"].groups))
+    kept: dict[str, int] = {}
+    for r in records:
+        if r["config"]["method"] != "fp32":
+            for category, entry in (r.get("kept_fp32") or {}).items():
+                kept[category] = max(kept.get(category, 0), entry["parameters"])
+    text = f"- {_CR_TEXT[rule]}. Quantized layer groups: {', '.join(groups) or '-'}."
+    if kept:
+        text += (" Kept 32-bit (parameters, largest over the systems): "
+                 + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in kept.items())
+                 + " (why: docs/DESIGN.md section 4).")
+    return text
+
+
+def _export_lines(table: pd.DataFrame) -> list[str]:
+    cells = cells_of(table)
+    done = cells[cells.packed_file_bytes.notna()]
+    if done.empty:
+        return []
+    ratio = done.packed_over_accounted
+    same = int(done.reload_identical.sum())
+    total = int(done.reload_utterances.sum())
+    return [f"- Packed export: every one of {len(done)} compressed systems was written "
+            f"bit-packed; file size / accounted packed size {ratio.min():.4f}-"
+            f"{ratio.max():.4f} (the file adds its header and persistent buffers); "
+            f"reloaded, it decoded {same}/{total} sampled utterances to the same text as "
+            "the fake-quant model."]
+
+
 def _setup_section(records: Sequence[Mapping[str, Any]], table: pd.DataFrame) -> list[str]:
     cells = cells_of(table)
     budgets = {tuple(sorted((k, v) for k, v in r["config"]["budget"].items() if k != "seed"))
@@ -245,8 +287,9 @@ def _setup_section(records: Sequence[Mapping[str, Any]], table: pd.DataFrame) ->
                    f"{int(first.n)} reference words.")
     out.append("- Significance: NIST MAPSSWE (as SCTK sc_stats), two-sided, alpha = 0.05, "
                "each system against the 32-bit system of its model on the same utterances. "
-               "Lossless = not significantly worse on any evaluated split. CR = 32 N_total / "
-               "(sum b_l N_l + 32 N_rest) (rule cr_paper, DESIGN.md section 4).")
+               "Lossless = not significantly worse on any evaluated split.")
+    out.append(_cr_line(records, table))
+    out += _export_lines(table)
     teacher = cells.groupby("model").teacher_seconds.sum()
     if (teacher > 0).any():
         out.append("- Shared 32-bit teacher cache (built once per model, used by every "
@@ -301,11 +344,13 @@ def render_report(records: Sequence[Mapping[str, Any]], table: pd.DataFrame, nam
     return "\n".join(lines).rstrip() + "\n"
 
 
-def write_report(results_dir: str | Path) -> ReportFiles:
+def write_report(results_dir: str | Path, *, cr_rule: str = "cr_paper") -> ReportFiles:
     """Write report.md, table.csv and plots/*.png for the records in ``results_dir``.
 
     Args:
         results_dir: ``results/<name>`` (its ``records/`` subdirectory holds the records).
+        cr_rule: the compression-ratio rule of every CR in the report, table and plots
+            (:data:`mpqbench.bench.table.CR_RULES`).
 
     Returns:
         The files written.
@@ -321,7 +366,7 @@ def write_report(results_dir: str | Path) -> ReportFiles:
     records = load_records(records_dir)
     if not records:
         raise ValueError(f"no records in {records_dir} (run the suite first)")
-    table = records_table(records)
+    table = records_table(records, cr_rule=cr_rule)
     stages = stage_frame(records, table)
     plot_dir = results_dir / "plots"
     written: dict[str, list[Path]] = {}

@@ -11,7 +11,9 @@ record is complete (it parses and holds the cell's config hash; the key holds it
 file at a record's path that is not one (a partial copy, a full disk, a hand edit) is moved
 aside to ``<key>.json.corrupt`` with a warning and its cell runs again. ``overwrite=True``
 is the only way to replace a complete record. A kill inside a write can leave a hidden
-``.<key>.json.*.tmp`` file beside the records; nothing reads those.
+``.<key>.json.*.tmp`` file beside the records; nothing reads those. Each compressed cell's
+packed model is kept at ``<results>/<suite>/packed/<cell key>.safetensors`` (git-ignored
+under ``results/``; the record holds its measured size and the reload check).
 
 ``shard=(i, n)`` runs the i-th of n interleaved slices of the compressed cells; a shard
 that needs a 32-bit reference record that does not exist yet computes it (identical in
@@ -50,6 +52,11 @@ def records_dir(results: Path, suite_name: str) -> Path:
 def checkpoint_path(results: Path, suite_name: str, cell: Cell) -> Path:
     """Where ``cell``'s training checkpoints live while it runs."""
     return results / suite_name / "checkpoints" / cell.key
+
+
+def packed_path(results: Path, suite_name: str, cell: Cell) -> Path:
+    """Where ``cell``'s packed model is kept (``mpqbench.quant.export`` format)."""
+    return results / suite_name / "packed" / f"{cell.key}.safetensors"
 
 
 def record_path(results: Path, suite_name: str, cell: Cell) -> Path:
@@ -162,7 +169,8 @@ def run_suite(
         shared = is_ref and shard[1] > 1  # other shards may train this cell concurrently
         checkpoints = None if shared else checkpoint_path(results, name, cell)
         record = run_cell(cell.spec, reference=reference, device=device, progress=progress,
-                          teacher_cache=memo, checkpoint_dir=checkpoints)
+                          teacher_cache=memo, checkpoint_dir=checkpoints,
+                          export_path=packed_path(results, name, cell))
         record["suite"] = {"name": suite.name, "results_name": name, "label": cell.label,
                            "file": str(suite.path.name)}
         atomic_write_json(path, record)
@@ -175,5 +183,5 @@ def run_suite(
     return summary
 
 
-__all__ = ["RunSummary", "checkpoint_path", "finished_record", "load_record", "parse_shard",
-           "record_path", "records_dir", "run_suite", "shard_cells"]
+__all__ = ["RunSummary", "checkpoint_path", "finished_record", "load_record", "packed_path",
+           "parse_shard", "record_path", "records_dir", "run_suite", "shard_cells"]

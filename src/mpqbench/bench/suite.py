@@ -9,7 +9,8 @@ Format (every key is checked; unknown keys are refused)::
     eval_splits = ["test-clean", "test-other"]
     models = ["whisper-tiny.en"]
     seeds = [0]
-    groups = ["blocks"]               # layer groups to quantize
+    groups = ["blocks"]               # layer groups to quantize (default; add
+                                      # "embeddings" for Whisper's tied token embedding)
     rules = []                        # "PATTERN=BITS" overrides
     eval_batch_size = 16
     max_new_tokens = 128              # optional

@@ -18,14 +18,23 @@ from typing import Any
 import pandas as pd
 
 __all__ = [
+    "CR_RULES",
     "TABLE_COLUMNS",
     "candidates_of",
     "load_records",
+    "record_cr",
     "records_dir_of",
     "records_table",
     "split_counts",
     "target_label",
 ]
+
+#: Compression-ratio rules a table can be built with (definitions:
+#: :data:`mpqbench.quant.accounting.RULES`). ``cr_paper`` counts every quantized layer (the
+#: whole model, token embedding included, under the default groups); ``cr_blocks_only``
+#: counts only the transformer-block layers as quantized, the figure of records made before
+#: whole-model quantization.
+CR_RULES: tuple[str, ...] = ("cr_paper", "cr_blocks_only")
 
 #: Key under which :func:`load_records` stores the file a record came from.
 SOURCE_KEY = "_file"
@@ -33,11 +42,12 @@ SOURCE_KEY = "_file"
 #: Columns of :func:`records_table`, in order.
 TABLE_COLUMNS = (
     "suite", "results_name", "label", "method", "model", "target", "target_avg_bits",
-    "target_cr", "seed", "avg_bits", "cr", "cr_rule", "split", "wer", "n", "s", "d", "i",
+    "target_cr", "seed", "groups", "avg_bits", "cr", "cr_rule", "split", "wer", "n", "s", "d", "i",
     "errors", "num_utterances", "num_capped", "p_value", "log10_p", "z", "better", "boot_diff_pts",
     "boot_ci_low_pts", "boot_ci_high_pts", "significantly_worse", "lossless",
     "compression_seconds", "search_seconds", "qat_seconds", "teacher_seconds", "stages",
-    "device", "candidates", "config_hash", "git_commit", "git_dirty", "record_file",
+    "device", "candidates", "packed_file_bytes", "packed_over_accounted", "reload_identical",
+    "reload_utterances", "config_hash", "git_commit", "git_dirty", "record_file",
 )
 
 _REQUIRED = ("config", "config_hash", "avg_bits", "compression_ratio", "splits", "lossless",
@@ -177,8 +187,36 @@ def _log10_p(test: Mapping[str, Any]) -> float:
     return math.log10(p) if p is not None and p > 0 else math.nan
 
 
-def records_table(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+def record_cr(record: Mapping[str, Any], rule: str = "cr_paper") -> float:
+    """A record's compression ratio by ``rule`` (one of :data:`CR_RULES`).
+
+    Records made before ``compression_ratios`` existed quantized only what their
+    ``config.groups`` name; with groups ``["blocks"]`` (their default) both rules agree.
+
+    Raises:
+        ValueError: an unknown rule, or a record that does not hold the figure.
+    """
+    if rule not in CR_RULES:
+        raise ValueError(f"unknown compression-ratio rule {rule!r}; rules are {list(CR_RULES)}")
+    ratios = record.get("compression_ratios")
+    if ratios is not None and rule in ratios:
+        return float(ratios[rule])
+    main = record["compression_ratio"]
+    groups = list(record["config"].get("groups") or ["blocks"])
+    if rule == main.get("rule", "cr_paper") or (rule == "cr_blocks_only"
+                                                and groups == ["blocks"]):
+        return float(main["value"])
+    raise ValueError(f"{_where(record, 0)}: the record has no {rule!r} figure (groups "
+                     f"{groups}); rerun the cell to compute it")
+
+
+def records_table(records: Iterable[Mapping[str, Any]], *,
+                  cr_rule: str = "cr_paper") -> pd.DataFrame:
     """One row per (cell, split); columns :data:`TABLE_COLUMNS`.
+
+    ``cr`` is the compression ratio by ``cr_rule`` (:func:`record_cr`), named in
+    ``cr_rule``; ``packed_*`` and ``reload_*`` come from the cell's packed export check
+    (NaN / None for the 32-bit reference and records made before it existed).
 
     WER in the table is a fraction (0.05 = 5 %); seconds are wall clock. The 32-bit
     reference rows have no significance test (``p_value`` NaN, ``significantly_worse``
@@ -197,6 +235,9 @@ def records_table(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
         stages = record["stages"]
         git = (record.get("environment") or {}).get("git") or {}
         teacher = sum(s.get("seconds", 0.0) for s in record.get("shared_stages", []))
+        export = record.get("export") or {}
+        reload = export.get("reload") or {}
+        cr = record_cr(record, cr_rule)
         for split_name, split in record["splits"].items():
             counts = split_counts(split, where)
             sig = (record.get("significance") or {}).get(split_name)
@@ -212,9 +253,10 @@ def records_table(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
                 "target_avg_bits": _nan(target.get("avg_bits")),
                 "target_cr": _nan(target.get("compression_ratio")),
                 "seed": int(cfg["budget"].get("seed", 0)),
+                "groups": "+".join(cfg.get("groups") or ["blocks"]),
                 "avg_bits": float(record["avg_bits"]),
-                "cr": float(record["compression_ratio"]["value"]),
-                "cr_rule": record["compression_ratio"].get("rule"),
+                "cr": cr,
+                "cr_rule": cr_rule,
                 "split": split_name,
                 "wer": counts["errors"] / counts["n"] if counts["n"] else math.nan,
                 **counts,
@@ -236,6 +278,10 @@ def records_table(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
                 "stages": "+".join(s["name"] for s in stages),
                 "device": device_of(record),
                 "candidates": candidates_of(record),
+                "packed_file_bytes": _nan(export.get("file_bytes")),
+                "packed_over_accounted": _nan(export.get("file_over_accounted")),
+                "reload_identical": _nan(reload.get("identical")),
+                "reload_utterances": _nan(reload.get("utterances")),
                 "config_hash": record["config_hash"],
                 "git_commit": git.get("commit"),
                 "git_dirty": git.get("dirty"),

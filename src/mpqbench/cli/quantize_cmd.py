@@ -84,6 +84,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--reference", type=Path, default=None, help="the fp32 cell record")
     p.add_argument("--out", type=Path, required=True, help="record path (JSON)")
+    p.add_argument("--export", type=Path, default=None, metavar="PATH",
+                   help="keep the packed quantized model at PATH (safetensors; by default "
+                        "it is written to a temporary file, measured, reload-checked and "
+                        "deleted)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing record")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=run)
@@ -156,7 +160,8 @@ def _run(args: argparse.Namespace, device: str) -> int:
             spec, ref_path, device, not args.no_progress and distributed.is_rank0()
         )
     progress = not args.no_progress and distributed.is_rank0()
-    record = run_cell(spec, reference=reference, device=device, progress=progress)
+    record = run_cell(spec, reference=reference, device=device, progress=progress,
+                      export_path=args.export)
     if distributed.is_rank0():
         atomic_write_json(args.out, record)
         print(summary_line(record))

@@ -26,6 +26,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--results", type=Path, default=Path("results"), help="results root")
     p.add_argument("--name", default=None,
                    help="results subdirectory (default: the suite's name), e.g. default-gpu")
+    p.add_argument("--cr-rule", choices=("cr_paper", "cr_blocks_only"), default="cr_paper",
+                   help="compression-ratio rule of the report (cr_paper: every quantized "
+                        "layer, the whole model under the default groups; cr_blocks_only: "
+                        "only the transformer blocks counted as quantized)")
     p.set_defaults(func=run)
 
 
@@ -52,7 +56,7 @@ def suite_name(suite: str) -> str:
 def run(args: argparse.Namespace) -> int:
     name = args.name or suite_name(args.suite)
     from mpqbench.bench.report import write_report  # lazy: pandas, matplotlib
-    files = write_report(args.results / name)
+    files = write_report(args.results / name, cr_rule=args.cr_rule)
     print(f"report: {files.report}")
     print(f"table: {files.table}")
     for plot in files.plots:

@@ -55,7 +55,15 @@ RULES: dict[str, str] = {
     "S_l = scales of layer l (output channels, or 1 per tensor)",
     "scale_overhead_bytes": "sum_l S_l*scale_bytes",
     "cr_with_overhead": "size_fp32_bytes / size_packed_bytes",
+    "cr_blocks_only": "cr_paper with only the transformer-block layers counted as quantized "
+    "(every other parameter, the token embedding included, at 32 bits): the figure of "
+    "records made before whole-model quantization",
 }
+
+#: Categories of :func:`kept_fp32_parameters`, in report order.
+KEPT_CATEGORIES: tuple[str, ...] = (
+    "norms", "biases", "positional_embeddings", "embeddings", "conv", "linear", "other",
+)
 
 
 @dataclass(frozen=True)
@@ -184,13 +192,7 @@ def account(
     allocation.check_model(model)
     modules = dict(model.named_modules())
     quantized = allocation.quantized
-    qids = {id(modules[n]) for n in quantized}
-    qpaths = {p for p, m in model.named_modules(remove_duplicate=False) if id(m) in qids}
-    # Before prepare_, a projection tied to a quantized embedding still holds the table as
-    # its own weight: it is the embedding's tensor (prepare_ ties it), not a 32-bit copy.
-    tables = {id(modules[n].weight) for n in quantized if isinstance(modules[n], nn.Embedding)}
-    qpaths |= {p for p, m in model.named_modules(remove_duplicate=False)
-               if isinstance(m, nn.Linear) and id(m.weight) in tables}
+    qpaths = _quantized_paths(model, allocation)
 
     layers: dict[str, LayerAccount] = {}
     for name, bits in quantized.items():
@@ -240,6 +242,68 @@ def account(
     )
 
 
+def _quantized_paths(model: nn.Module, allocation: Allocation) -> set[str]:
+    """Every module path of a quantized layer (a module at several paths: all of them)."""
+    modules = dict(model.named_modules())
+    quantized = allocation.quantized
+    qids = {id(modules[n]) for n in quantized}
+    qpaths = {p for p, m in model.named_modules(remove_duplicate=False) if id(m) in qids}
+    # Before prepare_, a projection tied to a quantized embedding still holds the table as
+    # its own weight: it is the embedding's tensor (prepare_ ties it), not a 32-bit copy.
+    tables = {id(modules[n].weight) for n in quantized if isinstance(modules[n], nn.Embedding)}
+    qpaths |= {p for p, m in model.named_modules(remove_duplicate=False)
+               if isinstance(m, nn.Linear) and id(m.weight) in tables}
+    return qpaths
+
+
+def _kept_category(pname: str, owner: nn.Module) -> str:
+    local = pname.rpartition(".")[2]
+    if isinstance(owner, (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.RMSNorm)):
+        return "norms"
+    if local == "bias":
+        return "biases"
+    if isinstance(owner, nn.Embedding) or "position" in pname:
+        return "positional_embeddings" if "position" in pname else "embeddings"
+    if isinstance(owner, nn.Conv1d) or ".parametrizations.weight." in pname:
+        return "conv"
+    if isinstance(owner, nn.Linear):
+        return "linear"
+    return "other"
+
+
+def kept_fp32_parameters(model: nn.Module, allocation: Allocation) -> dict[str, dict[str, Any]]:
+    """What stays 32-bit under ``allocation``, by category (:data:`KEPT_CATEGORIES`).
+
+    Every parameter that is not the weight of a quantized layer (the N_rest of
+    :func:`account`, tied tensors once) is put in one category by the module that owns it:
+    ``norms`` (layer/group/batch/RMS norms), ``biases``, ``positional_embeddings``,
+    ``embeddings`` (token embeddings left unquantized), ``conv`` and ``linear`` (weights of
+    layers left out of the allocation), ``other``.
+
+    Returns:
+        category -> ``{"parameters": elements, "tensors": count, "examples": first 3
+        names}``, categories with no parameter left out, in :data:`KEPT_CATEGORIES` order.
+    """
+    model = unwrap_module(model)
+    allocation.check_model(model)
+    qpaths = _quantized_paths(model, allocation)
+    out: dict[str, dict[str, Any]] = {}
+    seen: set[int] = set()
+    for pname, p in model.named_parameters(remove_duplicate=False):
+        if id(p) in seen or _classify(pname, qpaths) != "rest":
+            continue
+        seen.add(id(p))
+        owner_name = pname.rpartition(".")[0]
+        owner = model.get_submodule(owner_name) if owner_name else model
+        entry = out.setdefault(_kept_category(pname, owner),
+                               {"parameters": 0, "tensors": 0, "examples": []})
+        entry["parameters"] += p.numel()
+        entry["tensors"] += 1
+        if len(entry["examples"]) < 3:
+            entry["examples"].append(pname)
+    return {k: out[k] for k in KEPT_CATEGORIES if k in out}
+
+
 def _classify(pname: str, qpaths: set[str]) -> str:
     """``weight`` / ``scale`` of a quantized layer, or ``rest``."""
     parts = pname.split(".")
@@ -253,4 +317,13 @@ def _classify(pname: str, qpaths: set[str]) -> str:
     return "rest"
 
 
-__all__ = ["RULES", "Accounting", "Figure", "LayerAccount", "account", "layer_sizes"]
+__all__ = [
+    "KEPT_CATEGORIES",
+    "RULES",
+    "Accounting",
+    "Figure",
+    "LayerAccount",
+    "account",
+    "kept_fp32_parameters",
+    "layer_sizes",
+]

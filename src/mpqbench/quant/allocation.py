@@ -348,9 +348,13 @@ def build_allocation(
     for group in LAYER_GROUPS:
         for name in layer_groups.get(group, []):
             layers.setdefault(name, None)
+    empty = [g for g in group_bits if not layer_groups[g]]
+    if empty:
+        # e.g. the default "embeddings" of a CTC model, which has no token embedding: only
+        # worth a warning when no selected group has a layer at all.
+        log = logger.warning if len(empty) == len(group_bits) else logger.info
+        log("layer group(s) %s of %s empty; nothing selected there", empty, model_name)
     for group, b in group_bits.items():
-        if not layer_groups[group]:
-            logger.warning("layer group %r of %s is empty; nothing selected", group, model_name)
         for name in layer_groups[group]:
             layers[name] = b
     parsed = [r if isinstance(r, LayerRule) else LayerRule.parse(r) for r in rules]
