@@ -331,7 +331,7 @@ def test_prepare_supernet_errors():
     with pytest.raises(ValueError, match="already quantized"):
         prepare_supernet_(model, ["lin"])
     model = nn.Sequential(nn.Linear(3, 3), nn.ReLU())
-    with pytest.raises(ValueError, match=r"only nn\.Linear and nn\.Conv1d"):
+    with pytest.raises(ValueError, match=r"only nn\.Linear, nn\.Conv1d and nn\.Embedding"):
         prepare_supernet_(model, ["1"])
     with pytest.raises(ValueError, match="init_logits"):
         prepare_supernet_(stack(), ["lin"], (2, 4), init_logits=[0.0])

@@ -212,7 +212,9 @@ def dnas_stage(
     module = workload.model.model
     names = list(workload.eligible)
     sizes = layer_sizes(module, names)
-    originals = {n: module.get_submodule(n) for n in names}
+    # every module by path, to put back whatever prepare_supernet_ swaps: the eligible
+    # layers and any linear tied to an eligible embedding (Whisper's proj_out)
+    originals = dict(module.named_modules())
     flags = {p: p.requires_grad for p in module.parameters()}
     was_training = module.training
     steps = budget.search_budget
@@ -244,7 +246,9 @@ def dnas_stage(
                     for n, m in layers.items()}
             expected = float(expected_average_bits(layers, sizes))
     finally:
-        replace_modules_(module, originals)
+        swapped = {n: m for n, m in module.named_modules()
+                   if n in originals and originals[n] is not m}
+        replace_modules_(module, {n: originals[n] for n in swapped})
         for p, flag in flags.items():
             p.requires_grad_(flag)
         module.train(was_training)

@@ -1,10 +1,11 @@
 """Weight-sharing mixed-precision supernet layers (the one-stage method's search space).
 
-A :class:`SupernetLinear` / :class:`SupernetConv1d` replaces an ``nn.Linear`` / ``nn.Conv1d``
-and holds the *same* latent fp32 weight ``Parameter`` (and bias, and weight parametrization)
-as the layer it replaces. Every candidate bit-width b_i in the candidate set B quantizes that
-one weight; the layer owns architecture logits ``alpha`` (an ``nn.Parameter`` of shape
-``(|B|,)``, float32) and forwards with the mixed weight::
+A :class:`SupernetLinear` / :class:`SupernetConv1d` / :class:`SupernetEmbedding` replaces an
+``nn.Linear`` / ``nn.Conv1d`` / ``nn.Embedding`` and holds the *same* latent fp32 weight
+``Parameter`` (and bias, and weight parametrization) as the layer it replaces. Every
+candidate bit-width b_i in the candidate set B quantizes that one weight; the layer owns
+architecture logits ``alpha`` (an ``nn.Parameter`` of shape ``(|B|,)``, float32) and
+forwards with the mixed weight::
 
     W~ = sum_i y_i Q_{b_i}(W)
 
@@ -22,9 +23,23 @@ where, in training mode,
 :func:`anneal_tau` and :func:`set_tau_`).
 
 **Eval mode** (``module.eval()``): no noise; the layer uses only its argmax candidate,
-computed by exactly the arithmetic of :class:`~mpqbench.quant.layers.QuantLinear`, so the
-evaluated supernet equals the sub-network :func:`extract_` returns, bit for bit. Ties in
-``alpha`` go to the first (smallest) candidate, as ``torch.argmax`` does.
+computed by exactly the arithmetic of :class:`~mpqbench.quant.layers.QuantLinear` (and of
+``QuantEmbedding`` and ``TiedQuantLinear``), so the evaluated supernet equals the sub-network
+:func:`extract_` returns, bit for bit. Ties in ``alpha`` go to the first (smallest)
+candidate, as ``torch.argmax`` does.
+
+**Token embeddings.** A :class:`SupernetEmbedding` replaces an ``nn.Embedding`` (the table
+``[num_embeddings, dim]``, per-row scales under ``per_channel``); every ``nn.Linear`` whose
+weight is that table (Whisper's ``proj_out``) becomes a :class:`TiedSupernetLinear`, which
+multiplies by the embedding's mixed table and has no logits or weight of its own: the tied
+tensor is one Parameter with one ``alpha``, listed once by :func:`supernet_modules`, and
+:func:`extract_` turns the pair into a :class:`~mpqbench.quant.layers.QuantEmbedding` and its
+:class:`~mpqbench.quant.layers.TiedQuantLinear`, the model ``prepare_`` gives for the
+extracted allocation (which names the embedding only). The training-mode lookup mixes only
+the gathered rows (per-row scales: equal to gathering from the mixed table), and the lookup
+and the projection of one forward use the same mixing weights y: the embedding holds one
+Gumbel draw that each use reads once (:func:`sample_mixing_` sets it; a use that has
+already read it draws anew; the full rule in :class:`SupernetEmbedding`).
 
 **Mixing weights, not outputs.** The candidates are mixed in weight space, so one matmul
 runs per layer whatever |B| is (FBNet-style output mixing would run |B|). The extra cost is
@@ -44,6 +59,11 @@ one custom autograd function vectorised across candidates:
   layer until the backward (for whisper-tiny.en's 16.5M block weights and K = 3: 200 MB);
   ``keep_candidates=False`` recomputes Q in the backward instead (one more quantization
   pass, nothing of size K * N kept);
+- a tied embedding table: the projection mixes the full table once per draw (whisper-tiny.en's
+  51,864 x 384 with K = 3: a ``(3, 20M)`` tensor, 240 MB kept until the backward unless
+  ``keep_candidates=False``) and the lookup mixes only the rows it gathers; with
+  ``per_tensor`` scales the lookup needs the full table too, and the table the first use
+  mixes serves the second (one full-table mix per draw either way);
 - sampling: :func:`sample_mixing_` draws the Gumbel noise of all layers in one batched op
   per step, and :class:`ExpectedBits` computes the budget's expected bits in one batched op,
   so that the per-layer kernel count -- what bounds a small model's step on a GPU -- stays
@@ -59,8 +79,10 @@ b_i (no noise, no temperature), differentiable in alpha.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 
 import torch
@@ -73,7 +95,10 @@ from mpqbench.quant.formats import Quantizer, check_bits
 from mpqbench.quant.layers import (
     FAKE_QUANT_TYPES,
     QuantConv1d,
+    QuantEmbedding,
     QuantLinear,
+    TiedLinearBase,
+    TiedQuantLinear,
     _adopt,
     replace_modules_,
 )
@@ -277,17 +302,28 @@ def mixed_fake_quantize(
     return _MixedFakeQuant.apply(w, y, scales, qmin, qmax, bits, need_mask, keep_candidates)
 
 
+def gumbel_noise(alpha: torch.Tensor) -> torch.Tensor:
+    """One Gumbel draw shaped like ``alpha``, stored negated: ``-g = log E``, E ~ Exp(1).
+
+    From torch's global RNG (of ``alpha``'s device), no gradient; pass it to
+    :func:`gumbel_softmax_weights` as ``noise``.
+    """
+    with torch.no_grad():
+        return torch.empty_like(alpha, requires_grad=False).exponential_().log_()
+
+
 def gumbel_softmax_weights(
-    alpha: torch.Tensor, tau: float, hard: bool
+    alpha: torch.Tensor, tau: float, hard: bool, *, noise: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample mixing weights from logits: ``(y, p)`` with p = softmax((alpha + g) / tau).
 
     ``alpha`` is ``(K,)`` or a batch ``(L, K)`` (one independent draw per row). ``y`` is ``p``
     (soft) or the straight-through one-hot ``onehot(argmax p) + p - p.detach()`` (hard),
     whose value is exactly one-hot. Gumbel noise comes from torch's global RNG (of
-    ``alpha``'s device); no host synchronisation.
+    ``alpha``'s device); no host synchronisation. ``noise``: a draw of :func:`gumbel_noise`
+    to use instead of a new one (the same noise and logits give the same ``y``, bit for bit).
     """
-    gumbel = torch.empty_like(alpha).exponential_().log_()  # -g, g ~ Gumbel(0, 1)
+    gumbel = gumbel_noise(alpha) if noise is None else noise  # -g, g ~ Gumbel(0, 1)
     p = torch.softmax((alpha - gumbel) / tau, dim=-1)
     if not hard:
         return p, p
@@ -378,11 +414,20 @@ class _SupernetMixin:
                                                  spec.scale_method), b)
         if y is None:
             y, _ = gumbel_softmax_weights(self.alpha, self.tau, self.hard)
+        return self._mix(w, y)
+
+    def _mix(self, w: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """sum_i y_i Q_{b_i}(w) with this layer's candidates, quantizer and memory setting."""
+        spec = self.quantizer
         qmin, qmax = self.qmin_values, self.qmax_values
         if qmax.dtype != w.dtype:
             qmin, qmax = qmin.to(w.dtype), qmax.to(w.dtype)
         return mixed_fake_quantize(w, y, self.candidates, spec.granularity, spec.scale_method,
                                    qmax, keep_candidates=self.keep_candidates, qmin=qmin)
+
+    def _set_pending_(self, mixing: torch.Tensor, noise: torch.Tensor) -> None:
+        """Take a row of :func:`sample_mixing_`'s batched draw for the next forward."""
+        self.pending_mixing = mixing
 
     def extra_repr(self) -> str:
         base = super().extra_repr()  # type: ignore[misc]
@@ -456,14 +501,213 @@ class SupernetConv1d(_SupernetMixin, nn.Conv1d):
         return self._conv_forward(x, self.quantized_weight(), self.bias)
 
 
-SUPERNET_TYPES: tuple[type[nn.Module], ...] = (SupernetLinear, SupernetConv1d)
+#: The two uses of a tied table (the keys of :attr:`_Draw.uses`).
+_LOOKUP, _PROJECTION = "lookup", "projection"
+
+
+class _Draw:
+    """One Gumbel draw of a :class:`SupernetEmbedding`'s logits, shared by its two uses.
+
+    ``noise`` is the draw (:func:`gumbel_noise`, no gradient); ``uses`` the uses that have
+    read it; ``table`` the full mixed table one use computed for the other (per-tensor
+    scales only) and ``table_key`` the weight and logit versions it was computed from.
+    """
+
+    __slots__ = ("__weakref__", "noise", "table", "table_key", "uses")
+
+    def __init__(self, noise: torch.Tensor) -> None:
+        self.noise = noise
+        self.uses: set[str] = set()
+        self.table: torch.Tensor | None = None
+        self.table_key: tuple[int, int] | None = None
+
+
+def _drop_table(ref: weakref.ref[_Draw], grad: torch.Tensor) -> None:
+    """Backward hook of a shared table: the graph behind it is spent, so forget it."""
+    draw = ref()
+    if draw is not None:
+        draw.table = draw.table_key = None
+
+
+class SupernetEmbedding(_SupernetMixin, nn.Embedding):
+    """``nn.Embedding`` whose table is a Gumbel-softmax mix of candidate bit-widths.
+
+    One ``alpha`` for the table; a linear layer tied to the table (Whisper's ``proj_out``)
+    becomes a :class:`TiedSupernetLinear` that multiplies by this layer's mixed table, so
+    the tied tensor is searched once, as the embedding (one bit-width, as in
+    :class:`~mpqbench.quant.layers.QuantEmbedding`).
+
+    Training-mode lookup: with ``per_channel`` (per-row) scales a row's candidates depend
+    on that row alone, so the lookup mixes the candidates of the gathered rows only -- the
+    values of gathering from the mixed table, at the cost of the rows looked up (not of
+    the 51,864-row table), gradients included (a ``padding_idx`` row sends none, neither to
+    the table nor to alpha); ``per_tensor`` mixes the whole table, then gathers. Eval mode:
+    the argmax candidate, by exactly the arithmetic of ``QuantEmbedding`` at those bits, so
+    the evaluated supernet equals the network :func:`extract_` returns, bit for bit.
+
+    **One draw, two uses.** Within a training forward the lookup and the tied projection
+    use the *same* mixing weights y. The layer holds the current draw -- its Gumbel noise
+    g, without gradient -- and each use computes y from ``alpha``, g and ``tau`` itself (the
+    same values, bit for bit, so with hard sampling both use the same candidate; each use
+    has its own small graph back to ``alpha``, so dL/dalpha sums both uses' contributions
+    and no use can meet a graph a previous backward freed). The rule:
+
+    - :func:`sample_mixing_` sets a new draw (the one-stage method calls it once per step);
+    - a use takes the current draw unless it has already read it; a use that finds no draw,
+      or one it has read, draws anew. Without :func:`sample_mixing_` (two-stage DNAS), a
+      step's lookup therefore draws and the projection that follows reuses that draw; a
+      second lookup in the same forward would start another draw;
+    - eval-mode forwards neither read nor draw.
+
+    With per-tensor scales, the full mixed table the first use computes is kept for the
+    second (one table mix per draw, the ``(K, N)`` candidate tensor built once); it is
+    dropped when the second use takes it, when a backward passes through it, or when the
+    weight or ``alpha`` has changed in place since. ``max_norm`` and sparse gradients are
+    refused. Build with :meth:`from_float`.
+    """
+
+    _draw: _Draw | None
+
+    @classmethod
+    def from_float(
+        cls, embedding: nn.Embedding, candidates: Sequence[int],
+        quantizer: Quantizer | None = None, *, hard: bool = False, tau: float = 1.0,
+        init_logits: Sequence[float] | None = None, keep_candidates: bool = True,
+    ) -> SupernetEmbedding:
+        """Wrap ``embedding``'s table Parameter (shared, not copied); see SupernetLinear.
+
+        Raises:
+            ValueError: the embedding uses ``max_norm`` or sparse gradients, or the
+                arguments SupernetLinear refuses.
+        """
+        if embedding.max_norm is not None or embedding.sparse:
+            raise ValueError("only embeddings without max_norm and without sparse gradients "
+                             "are quantized")
+        new = cls(embedding.num_embeddings, embedding.embedding_dim,
+                  padding_idx=embedding.padding_idx,
+                  scale_grad_by_freq=embedding.scale_grad_by_freq, device="meta")
+        _adopt(new, embedding)
+        new._init_supernet(candidates, quantizer or Quantizer(), hard=hard, tau=tau,
+                           init_logits=init_logits, keep_candidates=keep_candidates)
+        new._draw = None
+        return new
+
+    # -- the draw --
+    def _set_pending_(self, mixing: torch.Tensor, noise: torch.Tensor) -> None:
+        """Make ``noise`` (this layer's row of the batched draw) the current draw."""
+        self._draw = _Draw(noise.detach())
+
+    def _take_draw(self, use: str) -> _Draw:
+        """The draw ``use`` reads under the rule of the class docstring."""
+        draw = self._draw
+        if draw is None or use in draw.uses or draw.noise.device != self.alpha.device:
+            draw = self._draw = _Draw(gumbel_noise(self.alpha))
+        draw.uses.add(use)
+        return draw
+
+    def _weights(self, draw: _Draw) -> torch.Tensor:
+        return gumbel_softmax_weights(self.alpha, self.tau, self.hard, noise=draw.noise)[0]
+
+    def draw_mixing(self) -> torch.Tensor | None:
+        """The mixing weights y of the current draw (detached; None before any draw)."""
+        if self._draw is None:
+            return None
+        with torch.no_grad():
+            return self._weights(self._draw)
+
+    # -- the table --
+    def _table_for(self, use: str) -> torch.Tensor:
+        """The full mixed table for ``use`` (training), reusing the other use's if kept."""
+        draw = self._take_draw(use)
+        key = (self.weight._version, self.alpha._version)
+        kept, kept_key = draw.table, draw.table_key
+        draw.table = draw.table_key = None
+        if kept is not None and kept_key == key:
+            return kept
+        table = self._mix(self.weight, self._weights(draw))
+        if self.quantizer.granularity != "per_channel" and len(draw.uses) == 1:
+            # the other use (lookup or projection) will want the same table: keep it
+            draw.table, draw.table_key = table, key
+            if table.requires_grad:
+                table.register_hook(functools.partial(_drop_table, weakref.ref(draw)))
+        return table
+
+    def quantized_weight(self) -> torch.Tensor:
+        """The full table the tied projection multiplies by: the current draw's mix in
+        training mode (a projection use of the draw), the argmax candidate in eval mode."""
+        if not self.training:
+            return self._argmax_table()
+        return self._table_for(_PROJECTION)
+
+    def _argmax_table(self) -> torch.Tensor:
+        """``QuantEmbedding.fake_quant_with_scale()[0]`` at the argmax bits, same ops."""
+        spec, b, w = self.quantizer, self.argmax_bits(), self.weight
+        scale = choose_scale(w.detach(), b, spec.granularity, spec.scale_method)
+        return fake_quantize(w, scale, b, in_range=spec.scale_method == "max")
+
+    # -- forward --
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        spec = self.quantizer
+        if spec.granularity != "per_channel":
+            table = self._table_for(_LOOKUP) if self.training else self._argmax_table()
+            return self._lookup(ids, table)
+        rows = self._lookup(ids, self.weight).reshape(-1, self.embedding_dim)
+        if self.training:
+            out = self._mix(rows, self._weights(self._take_draw(_LOOKUP)))
+            if self.padding_idx is not None:
+                # as when gathering from the mixed table: a padding row sends no gradient,
+                # to the table (F.embedding sees to that) nor to alpha
+                pad = (ids.reshape(-1, 1) == self.padding_idx)
+                out = torch.where(pad, out.detach(), out)
+        else:  # QuantEmbedding's per-row arithmetic at the argmax bits
+            b = self.argmax_bits()
+            scale = choose_scale(rows.detach(), b, "per_channel", spec.scale_method)
+            out = fake_quantize(rows, scale, b, in_range=spec.scale_method == "max")
+        return out.reshape(*ids.shape, self.embedding_dim)
+
+    def _lookup(self, ids: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        return F.embedding(ids, table, self.padding_idx, None, 2.0, self.scale_grad_by_freq)
+
+
+class TiedSupernetLinear(TiedLinearBase):
+    """The projection tied to a :class:`SupernetEmbedding`: multiplies by its mixed table.
+
+    It has no ``alpha`` and registers no weight: the tied tensor is one Parameter with one
+    set of logits, the embedding's, and :func:`supernet_modules` lists the embedding only.
+    In training mode each forward is a projection use of the embedding's current draw (the
+    same y as the step's lookup; rule: :class:`SupernetEmbedding`); in eval mode the
+    argmax candidate's table, as :class:`~mpqbench.quant.layers.TiedQuantLinear` computes.
+    """
+
+    @classmethod
+    def from_float(cls, linear: nn.Module, owner: SupernetEmbedding) -> TiedSupernetLinear:
+        """Tie ``linear`` (whose weight is ``owner``'s table Parameter) to ``owner``.
+
+        Raises:
+            ValueError: the linear's weight is not the embedding's table.
+        """
+        if linear.weight is not owner.weight:
+            raise ValueError("TiedSupernetLinear: the linear's weight is not the embedding's "
+                             "table")
+        return cls(owner, linear.bias)
+
+    def table(self) -> torch.Tensor:
+        return self.owner[0].quantized_weight()
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The shared latent table (the Parameter the embedding owns)."""
+        return self.owner[0].weight
+
+
+SUPERNET_TYPES: tuple[type[nn.Module], ...] = (SupernetLinear, SupernetConv1d, SupernetEmbedding)
 
 
 # ---- model-level verbs ----------------------------------------------------------------------
 
 
-def _supernet_class(name: str, module: nn.Module) -> type[SupernetLinear] | type[SupernetConv1d]:
-    if isinstance(module, SUPERNET_TYPES + FAKE_QUANT_TYPES):
+def _supernet_class(name: str, module: nn.Module) -> type[_SupernetMixin]:
+    if isinstance(module, SUPERNET_TYPES + FAKE_QUANT_TYPES + (TiedLinearBase,)):
         raise ValueError(f"module {name!r} is already quantized ({type(module).__name__})")
     if type(module) is NonDynamicallyQuantizableLinear:
         raise ValueError(
@@ -474,10 +718,39 @@ def _supernet_class(name: str, module: nn.Module) -> type[SupernetLinear] | type
         return SupernetLinear
     if isinstance(module, nn.Conv1d):
         return SupernetConv1d
+    if isinstance(module, nn.Embedding):
+        return SupernetEmbedding
     raise ValueError(
-        f"module {name!r} is a {type(module).__name__}; only nn.Linear and nn.Conv1d are "
-        "quantized"
+        f"module {name!r} is a {type(module).__name__}; only nn.Linear, nn.Conv1d and "
+        "nn.Embedding are quantized"
     )
+
+
+def _tied_supernet_linears(
+    model: nn.Module, names: Sequence[str], replacements: Mapping[str, nn.Module]
+) -> dict[str, TiedSupernetLinear]:
+    """Linear layers whose weight is a searched embedding's table, tied to it.
+
+    Raises:
+        ValueError: such a linear is itself eligible (one tensor, one bit-width: the
+            embedding's logits decide it).
+    """
+    owners = {id(new.weight): (name, new) for name, new in replacements.items()
+              if isinstance(new, SupernetEmbedding)}
+    tied: dict[str, TiedSupernetLinear] = {}
+    if not owners:
+        return tied
+    eligible = {id(model.get_submodule(n)) for n in names}
+    for name, sub in model.named_modules():
+        if isinstance(sub, nn.Linear) and id(sub.weight) in owners:
+            owner_name, owner = owners[id(sub.weight)]
+            if id(sub) in eligible:
+                raise ValueError(
+                    f"prepare_supernet_: {name!r} shares its weight with the embedding "
+                    f"{owner_name!r}; make the embedding eligible only (the tied layer "
+                    "follows it)")
+            tied[name] = TiedSupernetLinear.from_float(sub, owner)
+    return tied
 
 
 def prepare_supernet_(
@@ -506,11 +779,16 @@ def prepare_supernet_(
 
     Returns:
         ``model``. Weight and bias Parameters are the same objects as before; each layer gains
-        an ``alpha`` Parameter (see :func:`architecture_parameters`).
+        an ``alpha`` Parameter (see :func:`architecture_parameters`). An ``nn.Embedding``
+        becomes a :class:`SupernetEmbedding`, and every ``nn.Linear`` whose weight is its
+        table (Whisper's ``proj_out``) a :class:`TiedSupernetLinear` reading its mixed table
+        (no logits of its own).
 
     Raises:
-        ValueError: an unknown name, a module that is not Linear/Conv1d, one already
-            quantized, bad candidates, or a learnable-scale quantizer.
+        ValueError: an unknown name, a module that is not Linear/Conv1d/Embedding, one
+            already quantized, an eligible linear tied to an eligible embedding, an
+            embedding with ``max_norm`` or sparse gradients, bad candidates, or a
+            learnable-scale quantizer.
     """
     quantizer = quantizer or Quantizer()
     candidates = check_candidates(candidates)
@@ -526,8 +804,10 @@ def prepare_supernet_(
         replacements[name] = cls.from_float(module, candidates, quantizer, hard=hard, tau=tau,
                                             init_logits=init_logits,
                                             keep_candidates=keep_candidates)
-    replace_modules_(model, replacements)
-    logger.info("prepare_supernet_: %d layers, candidates %s", len(replacements), candidates)
+    tied = _tied_supernet_linears(model, names, replacements)
+    replace_modules_(model, {**replacements, **tied})
+    logger.info("prepare_supernet_: %d layers%s, candidates %s", len(replacements),
+                f" ({len(tied)} tied to an embedding)" if tied else "", candidates)
     return model
 
 
@@ -560,16 +840,20 @@ def sample_mixing_(layers: Iterable[_SupernetMixin]) -> None:
     of shape ``(L, K)`` (a few kernels instead of a few per layer); each layer consumes its
     row at its next forward (a layer that samples for itself when nothing is pending). Call
     it once per training step, before the forward (the one-stage method does, from the
-    loop's ``on_step``); a row not consumed by a forward is replaced at the next call.
+    loop's ``on_step``); a row not consumed by a forward is replaced at the next call. A
+    :class:`SupernetEmbedding` takes its row's Gumbel noise as the draw its lookup and tied
+    projection share (rule: :class:`SupernetEmbedding`).
     """
     groups: dict[tuple[int, bool, float, torch.device], list[_SupernetMixin]] = {}
     for m in layers:
         key = (len(m.candidates), m.hard, m.tau, m.alpha.device)
         groups.setdefault(key, []).append(m)
     for (_, hard, tau, _), members in groups.items():
-        y, _ = gumbel_softmax_weights(torch.stack([m.alpha for m in members]), tau, hard)
-        for m, row in zip(members, y.unbind(0), strict=True):
-            m.pending_mixing = row
+        alphas = torch.stack([m.alpha for m in members])
+        noise = gumbel_noise(alphas)
+        y, _ = gumbel_softmax_weights(alphas, tau, hard, noise=noise)
+        for m, row, draw in zip(members, y.unbind(0), noise.unbind(0), strict=True):
+            m._set_pending_(row, draw)
 
 
 class ExpectedBits:
@@ -613,6 +897,12 @@ def expected_average_bits(
     return ExpectedBits(layers, sizes)()
 
 
+#: The fixed-bit layer :func:`extract_` makes of each supernet layer type.
+_EXTRACTED: dict[type[nn.Module], type[nn.Module]] = {
+    SupernetLinear: QuantLinear, SupernetConv1d: QuantConv1d, SupernetEmbedding: QuantEmbedding,
+}
+
+
 def extract_(
     model: nn.Module,
     *,
@@ -629,8 +919,11 @@ def extract_(
 
     Returns:
         The allocation (supernet layer names in model order -> bits). The new
-        :class:`QuantLinear` / :class:`QuantConv1d` layers share the weight Parameter (and
-        bias, parametrization) of the supernet layer and its quantizer; ``alpha`` is dropped.
+        :class:`QuantLinear` / :class:`QuantConv1d` / :class:`QuantEmbedding` layers share the
+        weight Parameter (and bias, parametrization) of the supernet layer and its
+        quantizer; ``alpha`` is dropped. A :class:`TiedSupernetLinear` becomes a
+        :class:`TiedQuantLinear` of the new ``QuantEmbedding`` (the allocation lists the
+        embedding only), so the model is what ``prepare_`` gives for that allocation.
 
     Raises:
         ValueError: no supernet layer, an override for an unknown layer, or a bit-width that
@@ -653,10 +946,15 @@ def extract_(
                 f"{list(layer.candidates)}"
             )
         spec = layer.quantizer.at(b)
-        cls = QuantLinear if isinstance(layer, SupernetLinear) else QuantConv1d
-        replacements[name] = cls.from_float(layer, spec)  # type: ignore[arg-type]
+        # isinstance, not type(): a parametrized layer's class is a subclass torch makes
+        cls = next(fixed for kind, fixed in _EXTRACTED.items() if isinstance(layer, kind))
+        replacements[name] = cls.from_float(layer, spec)  # type: ignore[attr-defined]
         chosen[name] = b
-    replace_modules_(model, replacements)
+    new_owner = {id(layer): replacements[name] for name, layer in layers.items()}
+    tied = {name: TiedQuantLinear.from_float(sub, new_owner[id(sub.owner[0])])  # type: ignore
+            for name, sub in model.named_modules()
+            if isinstance(sub, TiedSupernetLinear) and id(sub.owner[0]) in new_owner}
+    replace_modules_(model, {**replacements, **tied})
     return Allocation(model_name, chosen)
 
 
@@ -666,7 +964,9 @@ __all__ = [
     "SUPERNET_TYPES",
     "ExpectedBits",
     "SupernetConv1d",
+    "SupernetEmbedding",
     "SupernetLinear",
+    "TiedSupernetLinear",
     "anneal_tau",
     "architecture_parameters",
     "candidate_qmax",
@@ -674,6 +974,7 @@ __all__ = [
     "check_candidates",
     "expected_average_bits",
     "extract_",
+    "gumbel_noise",
     "gumbel_softmax_weights",
     "mixed_fake_quantize",
     "prepare_supernet_",
