@@ -171,6 +171,11 @@ def run_suite(
         record = run_cell(cell.spec, reference=reference, device=device, progress=progress,
                           teacher_cache=memo, checkpoint_dir=checkpoints,
                           export_path=packed_path(results, name, cell))
+        if record.get("export") and record["export"].get("file"):
+            # relative to the suite's results directory: records do not depend on where
+            # the results root lives
+            record["export"]["file"] = str(
+                packed_path(results, name, cell).relative_to(results / name))
         record["suite"] = {"name": suite.name, "results_name": name, "label": cell.label,
                            "file": str(suite.path.name)}
         atomic_write_json(path, record)
