@@ -320,16 +320,20 @@ class TiedLinearBase(nn.Module):
                 f"tied to a {type(self.owner[0]).__name__} ({self.owner[0].bits} bits)")
 
 
-class TiedQuantLinear(TiedLinearBase):
-    """The projection tied to a :class:`QuantEmbedding`: multiplies by its fake-quantized
-    table. It has no quantizer of its own and registers no weight, so the tied tensor stays
-    one Parameter with one set of codes and scales, counted once, as the embedding's."""
+class _TiedToFakeQuantTable(TiedLinearBase):
+    """A tied projection whose owner computes the table (``owner.quantized_weight()``) and
+    holds the latent Parameter (``owner.weight``); see its subclasses."""
 
     @classmethod
-    def from_float(cls, linear: nn.Linear, owner: QuantEmbedding) -> TiedQuantLinear:
-        """Tie ``linear`` (whose weight is ``owner``'s table Parameter) to ``owner``."""
+    def from_float(cls, linear: nn.Module, owner: nn.Module) -> Any:
+        """Tie ``linear`` (whose weight is ``owner``'s table Parameter) to ``owner``.
+
+        Raises:
+            ValueError: the linear's weight is not the embedding's table.
+        """
         if linear.weight is not owner.weight:
-            raise ValueError("TiedQuantLinear: the linear's weight is not the embedding's table")
+            raise ValueError(f"{cls.__name__}: the linear's weight is not the embedding's "
+                             "table")
         return cls(owner, linear.bias)
 
     def table(self) -> torch.Tensor:
@@ -339,6 +343,13 @@ class TiedQuantLinear(TiedLinearBase):
     def weight(self) -> torch.Tensor:
         """The shared latent table (the Parameter the embedding owns)."""
         return self.owner[0].weight
+
+
+class TiedQuantLinear(_TiedToFakeQuantTable):
+    """The projection tied to a :class:`QuantEmbedding`: multiplies by its fake-quantized
+    table. It has no quantizer of its own and registers no weight, so the tied tensor stays
+    one Parameter with one set of codes and scales, counted once, as the embedding's.
+    Build with :meth:`from_float` (``linear``, its ``QuantEmbedding`` owner)."""
 
 
 FAKE_QUANT_TYPES: tuple[type[nn.Module], ...] = (QuantLinear, QuantConv1d, QuantEmbedding)

@@ -100,6 +100,7 @@ from mpqbench.quant.layers import (
     TiedLinearBase,
     TiedQuantLinear,
     _adopt,
+    _TiedToFakeQuantTable,
     replace_modules_,
 )
 from mpqbench.quant.primitives import SIGN_STE_CLIP, absmax, choose_scale, fake_quantize, qrange
@@ -669,7 +670,7 @@ class SupernetEmbedding(_SupernetMixin, nn.Embedding):
         return F.embedding(ids, table, self.padding_idx, None, 2.0, self.scale_grad_by_freq)
 
 
-class TiedSupernetLinear(TiedLinearBase):
+class TiedSupernetLinear(_TiedToFakeQuantTable):
     """The projection tied to a :class:`SupernetEmbedding`: multiplies by its mixed table.
 
     It has no ``alpha`` and registers no weight: the tied tensor is one Parameter with one
@@ -677,27 +678,8 @@ class TiedSupernetLinear(TiedLinearBase):
     In training mode each forward is a projection use of the embedding's current draw (the
     same y as the step's lookup; rule: :class:`SupernetEmbedding`); in eval mode the
     argmax candidate's table, as :class:`~mpqbench.quant.layers.TiedQuantLinear` computes.
+    Build with :meth:`from_float` (``linear``, its ``SupernetEmbedding`` owner).
     """
-
-    @classmethod
-    def from_float(cls, linear: nn.Module, owner: SupernetEmbedding) -> TiedSupernetLinear:
-        """Tie ``linear`` (whose weight is ``owner``'s table Parameter) to ``owner``.
-
-        Raises:
-            ValueError: the linear's weight is not the embedding's table.
-        """
-        if linear.weight is not owner.weight:
-            raise ValueError("TiedSupernetLinear: the linear's weight is not the embedding's "
-                             "table")
-        return cls(owner, linear.bias)
-
-    def table(self) -> torch.Tensor:
-        return self.owner[0].quantized_weight()
-
-    @property
-    def weight(self) -> torch.Tensor:
-        """The shared latent table (the Parameter the embedding owns)."""
-        return self.owner[0].weight
 
 
 SUPERNET_TYPES: tuple[type[nn.Module], ...] = (SupernetLinear, SupernetConv1d, SupernetEmbedding)
