@@ -46,12 +46,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 from tqdm.auto import tqdm
 
 from mpqbench.precision import autocast
-from mpqbench.quant.formats import Quantizer, QuantSpec
-from mpqbench.quant.layers import QuantConv1d, QuantLinear, replace_modules_
+from mpqbench.quant.formats import Quantizer
+from mpqbench.quant.layers import fake_quant_twins, replace_modules_
 from mpqbench.quant.primitives import choose_scale, fake_quantize
 from mpqbench.workloads.adapter import ModelBatch, SpeechModel
 
@@ -256,14 +255,6 @@ def hawq_costs(
     return out
 
 
-def _quant_twin(name: str, module: nn.Module, spec: QuantSpec) -> nn.Module:
-    if isinstance(module, nn.Linear):
-        return QuantLinear.from_float(module, spec)
-    if isinstance(module, nn.Conv1d):
-        return QuantConv1d.from_float(module, spec)
-    raise ValueError(f"layer {name!r} is a {type(module).__name__}; only Linear/Conv1d")
-
-
 @torch.no_grad()
 def kl_sensitivities(
     model: SpeechModel,
@@ -278,7 +269,8 @@ def kl_sensitivities(
     """KL(p_fp32 || p with only layer l at b bits), averaged over valid output positions.
 
     Args:
-        model: a 32-bit model (its eligible layers plain Linear/Conv1d); left unchanged.
+        model: a 32-bit model (its eligible layers plain Linear/Conv1d/Embedding; a linear
+            tied to a probed embedding follows it); left unchanged.
         names: the layers to probe.
         candidates: bit-widths to probe per layer.
         batches: calibration batches (collated by ``model.make_batch``).
@@ -292,7 +284,7 @@ def kl_sensitivities(
         quantized batch forwards run (layers x candidates x batches).
 
     Raises:
-        ValueError: no batches, or a layer that is not Linear/Conv1d.
+        ValueError: no batches, or a layer that cannot be fake-quantized.
     """
     if not batches:
         raise ValueError("kl_sensitivities: no calibration batches")
@@ -310,11 +302,13 @@ def kl_sensitivities(
         bar = tqdm(total=len(names) * len(candidates), desc="KL sensitivity", unit="probe",
                    disable=not progress)
         for name in names:
-            original = module.get_submodule(name)
             costs[name] = {}
             for b in candidates:
-                twin = _quant_twin(name, original, spec.at(b))
-                replace_modules_(module, {name: twin})
+                # the layer's fake-quant twin, and the projection tied to it if it is the
+                # token embedding (one table for lookup and projection, as after prepare_)
+                twins = fake_quant_twins(module, {name: spec.at(b)})
+                originals = {n: module.get_submodule(n) for n in twins}
+                replace_modules_(module, twins)
                 try:
                     total, count = 0.0, 0
                     for batch, ref in zip(batches, refs, strict=True):
@@ -325,7 +319,7 @@ def kl_sensitivities(
                         count += ref.shape[0]
                         evaluations += 1
                 finally:
-                    replace_modules_(module, {name: original})
+                    replace_modules_(module, originals)
                 costs[name][b] = total / max(count, 1)
                 bar.update(1)
         bar.close()

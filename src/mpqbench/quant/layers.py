@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
@@ -428,25 +428,40 @@ def prepare_(model: Any, allocation: Allocation, quantizer: Quantizer | None = N
     if isinstance(name_of, str) and name_of != allocation.model:
         logger.warning("allocation made for %r applied to %r", allocation.model, name_of)
     allocation.check_model(module)
-    replacements: dict[str, nn.Module] = {}
-    for name, bits in allocation.quantized.items():
-        layer = module.get_submodule(name)
-        cls = _quantizable(name, layer)
-        replacements[name] = cls.from_float(layer, quantizer.at(bits))
-    tied = _tied_linears(module, allocation, replacements)
-    replace_modules_(module, {**replacements, **tied})
-    logger.info("prepare_: %d layers fake-quantized%s", len(replacements),
-                f" ({len(tied)} tied to an embedding)" if tied else "")
+    twins = fake_quant_twins(
+        module, {name: quantizer.at(bits) for name, bits in allocation.quantized.items()})
+    replace_modules_(module, twins)
+    tied = sum(isinstance(m, TiedQuantLinear) for m in twins.values())
+    logger.info("prepare_: %d layers fake-quantized%s", len(twins) - tied,
+                f" ({tied} tied to an embedding)" if tied else "")
     return model
 
 
-def _tied_linears(module: nn.Module, allocation: Allocation,
+def fake_quant_twins(module: nn.Module, specs: Mapping[str, QuantSpec]) -> dict[str, nn.Module]:
+    """Path -> fake-quantized twin of each named layer at its spec, plus a
+    :class:`TiedQuantLinear` for every linear whose weight is a named embedding's table
+    (so the tied tensor stays one, as after :func:`prepare_`). Nothing is swapped: pass the
+    result to :func:`replace_modules_` (and the modules now at those paths back, to undo).
+
+    Raises:
+        ValueError: a named module that cannot be quantized (see :func:`prepare_`), or a
+            named linear tied to a named embedding (the embedding decides its bits).
+    """
+    replacements: dict[str, nn.Module] = {}
+    for name, spec in specs.items():
+        layer = module.get_submodule(name)
+        cls = _quantizable(name, layer)
+        replacements[name] = cls.from_float(layer, spec)
+    return {**replacements, **_tied_linears(module, set(specs), replacements)}
+
+
+def _tied_linears(module: nn.Module, named: set[str],
                   replacements: dict[str, nn.Module]) -> dict[str, TiedQuantLinear]:
     """Linear layers whose weight is a quantized embedding's table, tied to it.
 
     Raises:
-        ValueError: such a linear is itself in the allocation (one tensor, one bit-width:
-            the embedding decides it).
+        ValueError: such a linear is itself among the ``named`` layers (one tensor, one
+            bit-width: the embedding decides it).
     """
     owners = {id(new.weight): new for new in replacements.values()
               if isinstance(new, QuantEmbedding)}
@@ -455,7 +470,7 @@ def _tied_linears(module: nn.Module, allocation: Allocation,
         return tied
     for name, sub in module.named_modules():
         if isinstance(sub, nn.Linear) and id(sub.weight) in owners:
-            if name in allocation.quantized:
+            if name in named:
                 raise ValueError(
                     f"allocation: {name!r} shares its weight with a quantized embedding; "
                     "quantize the embedding only (the tied layer follows it)")
@@ -477,6 +492,7 @@ __all__ = [
     "TiedLinearBase",
     "TiedQuantLinear",
     "fake_quant_modules",
+    "fake_quant_twins",
     "frozen_quantized_weights",
     "prepare_",
     "replace_modules_",

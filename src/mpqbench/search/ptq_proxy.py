@@ -3,9 +3,12 @@
 A :class:`PTQProxy` scores many allocations on one model without copying it and without
 touching its 32-bit weights:
 
-- on entry it swaps every scored layer for a plain ``nn.Linear`` / ``nn.Conv1d`` twin that
-  shares the original bias but owns a separate, frozen weight tensor (one extra copy of the
-  scored weights), and puts the model in eval mode;
+- on entry it swaps every scored layer for a plain ``nn.Linear`` / ``nn.Conv1d`` /
+  ``nn.Embedding`` twin that shares the original bias but owns a separate, frozen weight
+  tensor (one extra copy of the scored weights), and puts the model in eval mode. A linear
+  tied to a scored embedding (Whisper's ``proj_out``) gets a twin holding the embedding
+  twin's weight, so lookup and projection read one quantized table (per-row scales: the
+  embedding's per-channel layout);
 - :meth:`PTQProxy.score` writes ``Q_b(W)`` -- the same :func:`choose_scale` /
   :func:`fake_quantize` arithmetic a :class:`~mpqbench.quant.QuantLinear` with a fixed scale
   uses, so the scored model equals ``prepare_(model, allocation, spec)`` -- into the twins
@@ -58,7 +61,8 @@ Proxy = Literal["kl", "wer"]
 
 
 def _twin(name: str, module: nn.Module) -> nn.Module:
-    """A plain Linear/Conv1d with ``module``'s shape and bias and its own frozen weight."""
+    """A plain Linear/Conv1d/Embedding with ``module``'s shape and bias and its own frozen
+    weight."""
     if isinstance(module, nn.Linear):
         new: nn.Module = nn.Linear(
             module.in_features, module.out_features, module.bias is not None, device="meta"
@@ -76,16 +80,53 @@ def _twin(name: str, module: nn.Module) -> nn.Module:
             padding_mode=module.padding_mode,
             device="meta",
         )
+    elif isinstance(module, nn.Embedding):
+        if module.max_norm is not None or module.sparse:
+            raise ValueError(f"embedding {name!r}: only embeddings without max_norm and "
+                             "without sparse gradients are quantized")
+        new = nn.Embedding(module.num_embeddings, module.embedding_dim,
+                           padding_idx=module.padding_idx,
+                           scale_grad_by_freq=module.scale_grad_by_freq, device="meta")
     else:
         raise ValueError(
-            f"module {name!r} is a {type(module).__name__}; only nn.Linear and nn.Conv1d "
-            "layers can be quantized"
+            f"module {name!r} is a {type(module).__name__}; only nn.Linear, nn.Conv1d and "
+            "nn.Embedding layers can be quantized"
         )
     with torch.no_grad():
         weight = module.weight.detach().clone()  # the effective weight, parametrized or not
     new.weight = nn.Parameter(weight, requires_grad=False)
-    new.bias = module.bias
+    if not isinstance(module, nn.Embedding):
+        new.bias = module.bias
     return new
+
+
+def _tied_twins(net: nn.Module, layers: Sequence[str],
+                twins: Mapping[str, nn.Module]) -> dict[str, nn.Module]:
+    """Twins of the linears whose weight is a scored embedding's table (Whisper's
+    ``proj_out``): plain linears holding the embedding twin's weight Parameter, so the
+    lookup and the projection read one quantized table, as after ``prepare_``.
+
+    Raises:
+        ValueError: such a linear is itself a scored layer (the embedding decides its bits).
+    """
+    modules = dict(net.named_modules())
+    owners = {id(modules[n].weight): n for n in layers if isinstance(modules[n], nn.Embedding)}
+    tied: dict[str, nn.Module] = {}
+    if not owners:
+        return tied
+    for name, sub in net.named_modules():
+        if isinstance(sub, nn.Linear) and id(sub.weight) in owners:
+            if name in layers:
+                raise ValueError(
+                    f"PTQProxy: {name!r} shares its weight with the embedding "
+                    f"{owners[id(sub.weight)]!r}; score the embedding only (the tied layer "
+                    "follows it)")
+            new = nn.Linear(sub.in_features, sub.out_features, sub.bias is not None,
+                            device="meta")
+            new.weight = twins[owners[id(sub.weight)]].weight
+            new.bias = sub.bias
+            tied[name] = new
+    return tied
 
 
 class PTQProxy:
@@ -103,7 +144,8 @@ class PTQProxy:
 
     Raises:
         ValueError: unknown proxy, empty ``layers`` or ``dev``, a bad batch size, or a layer
-            that is not an ``nn.Linear``/``nn.Conv1d`` of the model.
+            that is not an ``nn.Linear``/``nn.Conv1d``/``nn.Embedding`` of the model, or a
+            scored linear tied to a scored embedding.
     """
 
     def __init__(
@@ -153,6 +195,7 @@ class PTQProxy:
         if missing:
             raise ValueError(f"PTQProxy: the model has no module(s) {missing[:5]}")
         twins = {n: _twin(n, modules[n]) for n in self.layers}
+        tied = _tied_twins(net, self.layers, twins)
         self._was_training = net.training
         net.eval()
         try:
@@ -161,12 +204,12 @@ class PTQProxy:
         except BaseException:
             net.train(self._was_training)
             raise
-        self._originals = {n: modules[n] for n in self.layers}
+        self._originals = {n: modules[n] for n in [*self.layers, *tied]}
         self._twins = twins
         with torch.no_grad():  # views of the untouched 32-bit weights (effective if parametrized)
             self._fp32 = {n: modules[n].weight.detach() for n in self.layers}
         self._bits = dict.fromkeys(self.layers)
-        replace_modules_(net, twins)
+        replace_modules_(net, {**twins, **tied})
         net.eval()
         return self
 
