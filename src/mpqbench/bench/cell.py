@@ -106,7 +106,7 @@ class CellSpec:
     eval_splits: tuple[str, ...] = ("test-clean", "test-other")
     train_split: str = "train"
     dev_split: str = "dev"
-    groups: tuple[str, ...] = ("blocks",)
+    groups: tuple[str, ...] = ("blocks", "embeddings")
     rules: tuple[str, ...] = ()
     eval_batch_size: int = 16
     max_new_tokens: int | None = None

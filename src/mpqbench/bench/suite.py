@@ -9,8 +9,10 @@ Format (every key is checked; unknown keys are refused)::
     eval_splits = ["test-clean", "test-other"]
     models = ["whisper-tiny.en"]
     seeds = [0]
-    groups = ["blocks"]               # layer groups to quantize (default; add
-                                      # "embeddings" for Whisper's tied token embedding)
+    groups = ["blocks", "embeddings"] # layer groups to quantize (the default: every
+                                      # transformer-block linear and the token embedding
+                                      # where the model has one; "conv" adds Whisper's
+                                      # front-end convs)
     rules = []                        # "PATTERN=BITS" overrides
     eval_batch_size = 16
     max_new_tokens = 128              # optional
