@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import math
+import statistics
+
 import pandas as pd
 import pytest
 from matplotlib.image import imread
+from scipy.stats import norm
 
 from mpqbench.bench.headline import cr_sentence, headline, time_sentence
-from mpqbench.bench.report import write_report
+from mpqbench.bench.report import render_report, write_report
 from mpqbench.bench.table import TABLE_COLUMNS, load_records, record_cr, records_table
 from mpqbench.cli import main
 from record_factory import (
@@ -318,3 +322,61 @@ def test_cr_rule_picks_the_named_figure_and_old_records_fall_back(tmp_path):
     text = (results / "rules" / "report.md").read_text()
     assert "rule cr_blocks_only" in text and "blocks, embeddings" not in text
     assert "Quantized layer groups: blocks+embeddings" in text
+
+
+def _independent_power_pts(split: dict) -> tuple[int, int, float]:
+    """(words, utterances, detectable increase in WER points), from the utterance rows with
+    the statistics module and scipy quantiles (not mpqbench's power code)."""
+    counts = [u["s"] + u["d"] + u["i"] for u in split["utterances"]]
+    words, n = sum(u["n"] for u in split["utterances"]), len(counts)
+    sigma_d = math.sqrt(2 * statistics.variance(counts))
+    delta = (norm.ppf(0.975) + norm.ppf(0.8)) * sigma_d / math.sqrt(n)
+    return words, n, 100 * delta * n / words
+
+
+def test_report_states_the_power_of_each_split(report_dir):
+    text = (report_dir / "report.md").read_text()
+    ref = make_reference()  # seeded: the suite's 32-bit record
+    assert "Power of the lossless verdicts" in text
+    for name, split in ref["splits"].items():
+        words, n, pts = _independent_power_pts(split)
+        assert 0.5 < pts < 20
+        line = next(ln for ln in text.splitlines() if ln.startswith(f"- Power ({name},"))
+        assert line.startswith(f"- Power ({name}, {words:,} words, {n} utterance segments): "
+                               f"MAPSSWE at alpha 0.05 detects a WER increase of >= "
+                               f"{pts:.2f} points (80% power; +")
+        assert f"relative to the 32-bit WER of {100 * split['wer']:.2f}%)" in line
+
+
+def _render(folder, records):
+    loaded = load_records(write_records(folder, records))
+    return render_report(loaded, records_table(loaded), "t", {})
+
+
+def test_power_line_says_why_it_cannot_be_computed(tmp_path):
+    ref = make_reference()
+    cell = make_cell(ref, method="uniform", target_bits=4, avg_bits=4, cr=6.0)
+    for row in ref["splits"]["test-other"]["utterances"]:
+        del row["ops"]
+    for row in ref["splits"]["test-clean"]["utterances"]:  # an error-free 32-bit system
+        row.update(ops="C" * row["n"], s=0, d=0, i=0)
+    ref["splits"]["test-clean"]["totals"].update(s=0, d=0, i=0, errors=0, wer=0.0)
+    text = _render(tmp_path / "records", [ref, cell])
+    assert ("- Power (test-other): cannot be computed: the 32-bit record's per-utterance rows "
+            "hold no alignment ops.") in text
+    assert ("- Power (test-clean): cannot be computed: every one of the 60 utterances has 0 "
+            "errors; with zero variance") in text
+
+
+def test_power_lines_per_seed_and_without_a_reference(tmp_path):
+    refs = [make_reference(), make_reference(seed=5)]
+    refs[1]["config"]["budget"]["seed"] = 1
+    refs[1]["config_hash"] = "seed1"
+    cell = make_cell(refs[0], method="uniform", target_bits=4, avg_bits=4, cr=6.0)
+    text = _render(tmp_path / "two", [*refs, cell])
+    for seed, ref in enumerate(refs):
+        words, n, pts = _independent_power_pts(ref["splits"]["test-clean"])
+        assert (f"- Power (seed {seed}, test-clean, {words:,} words, {n} utterance segments): "
+                f"MAPSSWE at alpha 0.05 detects a WER increase of >= {pts:.2f} points") in text
+    text = _render(tmp_path / "none", [cell])
+    assert "- Power: cannot be computed: no 32-bit record of this model." in text

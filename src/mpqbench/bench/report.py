@@ -33,7 +33,7 @@ from mpqbench.bench.plots import (
     plot_wer_vs_cr,
     sort_cells,
 )
-from mpqbench.bench.stats import format_p, lossless_compression_ratios
+from mpqbench.bench.stats import format_p, lossless_compression_ratios, mapsswe_power
 from mpqbench.bench.table import device_of, load_records, records_table
 
 log = logging.getLogger(__name__)
@@ -120,6 +120,51 @@ def _summary_table(table: pd.DataFrame, model: str) -> list[str]:
                      f"{cell.avg_bits:.2f}", f"{cell.cr:.2f}x", *wers, sig,
                      "yes" if cell.lossless else "no", time])
     return _md_table(header, body)
+
+
+def _power_line(where: str, split: Mapping[str, Any]) -> str:
+    """One split's power line, from the 32-bit record's per-utterance alignment ops."""
+    rows = split.get("utterances") or []
+    if not rows:
+        return (f"- Power ({where}): cannot be computed: the 32-bit record has no "
+                "per-utterance rows.")
+    try:
+        ops = {str(u["id"]): u["ops"] for u in rows}
+    except (KeyError, TypeError):
+        return (f"- Power ({where}): cannot be computed: the 32-bit record's per-utterance "
+                "rows hold no alignment ops.")
+    try:
+        p = mapsswe_power(ops)
+    except ValueError as exc:
+        return f"- Power ({where}): cannot be computed: {str(exc).removeprefix('mapsswe_power: ')}."
+    return (f"- Power ({where}, {p.ref_words:,} words, {p.n_segments:,} utterance segments): "
+            f"MAPSSWE at alpha {p.alpha:g} detects a WER increase of >= "
+            f"{p.detectable_wer_increase_pts:.2f} points ({100 * p.power:.0f}% power; "
+            f"+{100 * p.detectable_relative_increase:.0f}% relative to the 32-bit WER of "
+            f"{100 * p.wer:.2f}%).")
+
+
+def _power_section(records: Sequence[Mapping[str, Any]], table: pd.DataFrame,
+                   model: str) -> list[str]:
+    """Per evaluation split, the smallest WER increase MAPSSWE would detect (the power of
+    the lossless verdicts), from each 32-bit record of ``model``."""
+    by_file = {r["_file"]: r for r in records}
+    cells = cells_of(table)
+    refs = cells[(cells.model == model) & (cells.method == "fp32")]
+    out = ["Power of the lossless verdicts: the smallest WER increase over the 32-bit system "
+           "that MAPSSWE (two-sided, alpha 0.05) finds significant with 80% power, from the "
+           "32-bit system's per-utterance error counts with whole utterances as segments and "
+           "errors assumed independent between the systems (conservative for systems that "
+           "fail where the 32-bit one fails, as near-lossless quantized copies do; method "
+           "and its check in docs/FINDINGS.md).", ""]
+    if refs.empty:
+        return [*out, "- Power: cannot be computed: no 32-bit record of this model."]
+    seeds = refs.seed.nunique() > 1
+    for ref in refs.itertuples():
+        record = by_file[ref.record_file]
+        for name, split in record["splits"].items():
+            out.append(_power_line(f"seed {ref.seed}, {name}" if seeds else name, split))
+    return out
 
 
 def _label_lossless(table: pd.DataFrame, model: str) -> list[str]:
@@ -329,7 +374,8 @@ def render_report(records: Sequence[Mapping[str, Any]], table: pd.DataFrame, nam
         lines += _headline_section(h, table)
     lines += ["## Summary table", ""]
     for model in dict.fromkeys(cells.model):
-        lines += [f"### {model}", "", *_summary_table(table, model), ""]
+        lines += [f"### {model}", "", *_summary_table(table, model), "",
+                  *_power_section(records, table, model), ""]
     layer_lines = [ln for model in dict.fromkeys(cells.model)
                    for ln in _layer_section(records, table, model)]
     if layer_lines:
