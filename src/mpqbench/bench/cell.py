@@ -23,7 +23,7 @@ import dataclasses
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -274,7 +274,8 @@ def significance(reference: Mapping[str, Any], system: Mapping[str, Any]) -> dic
 
 
 def judge_against_reference(
-    reference: Mapping[str, Any], splits: Mapping[str, Mapping[str, Any]]
+    reference: Mapping[str, Any], splits: Mapping[str, Mapping[str, Any]],
+    *, verdict: Sequence[str] | None = None,
 ) -> tuple[dict[str, dict[str, Any]], bool]:
     """Significance of every split of a system against the 32-bit reference record, and
     the lossless verdict (:func:`mpqbench.bench.stats.is_lossless`, the one rule).
@@ -282,6 +283,7 @@ def judge_against_reference(
     Args:
         reference: the fp32 cell's record.
         splits: split name -> the system's split record (as :func:`split_record` makes).
+        verdict: the splits the lossless verdict is judged on (default: all of them).
 
     Returns:
         ``(significance per split, lossless)``.
@@ -295,7 +297,12 @@ def judge_against_reference(
         if name not in reference["splits"]:
             raise ValueError(f"the 32-bit reference record has no split {name!r}")
         blocks[name], tests[name] = _paired_test(reference["splits"][name], split)
-    return blocks, is_lossless(tests)
+    judged = list(tests) if verdict is None else list(verdict)
+    unknown = [k for k in judged if k not in tests]
+    if unknown or not judged:
+        raise ValueError(f"judge_against_reference: verdict splits {judged} must be a "
+                         f"non-empty subset of the evaluated splits {list(tests)}")
+    return blocks, is_lossless({k: tests[k] for k in judged})
 
 
 def run_cell(
@@ -416,11 +423,23 @@ def run_cell(
     if spec.method != FP32:
         if reference is None:
             raise ValueError("run_cell: a compressed cell needs the fp32 reference record")
+        verdict = verdict_splits(spec, evaluations)
         record["significance"], record["lossless"] = judge_against_reference(
-            reference, evaluations)
+            reference, evaluations, verdict=verdict)
+        if spec.dev_split in evaluations and spec.dev_split not in verdict:
+            record["lossless_dev"] = not record["significance"][spec.dev_split][
+                "significantly_worse"]
     else:
         record["lossless"] = True
     return record
+
+
+def verdict_splits(spec: CellSpec, splits: Mapping[str, Any]) -> list[str]:
+    """The splits a record's ``lossless`` flag is judged on: every evaluated split but the
+    dev split (dev chooses settings, e.g. a frontier's targets; the verdict is a test
+    verdict), or the dev split alone when nothing else was evaluated."""
+    rest = [k for k in splits if k != spec.dev_split]
+    return rest or list(splits)
 
 
 def summary_line(record: Mapping[str, Any]) -> str:
@@ -430,7 +449,9 @@ def summary_line(record: Mapping[str, Any]) -> str:
     cr = record["compression_ratio"]["value"]
     return (
         f"{cfg['method']}: avg {record['avg_bits']:.2f} bits, CR {cr:.2f}x, {wers}, "
-        f"lossless={record['lossless']}, compression {record['compression_seconds']:.1f} s"
+        f"lossless={record['lossless']}"
+        + (f" (dev: {record['lossless_dev']})" if "lossless_dev" in record else "")
+        + f", compression {record['compression_seconds']:.1f} s"
     )
 
 
@@ -442,4 +463,5 @@ __all__ = [
     "run_cell",
     "significance",
     "summary_line",
+    "verdict_splits",
 ]

@@ -8,7 +8,10 @@ an undefined ratio says which method has no lossless system, a ratio below 1 say
 that one_stage lost.
 
 Grouping: a method's lossless CR is the largest CR among *all* its lossless cells of that
-model (every label, target and seed of the method). Compression time ratios pair cells of
+model (every label, target and seed of the method), where "lossless" is the test verdict
+(:func:`mpqbench.bench.cell.verdict_splits`) and a frontier search's cells count only on
+the lossless side of the frontier its dev verdicts chose (:func:`beyond_dev_frontier`):
+test results never pick a frontier system. Compression time ratios pair cells of
 the same model, target, seed, device and candidate bit-widths (one pair per two_stage
 label), and sum seconds over the matched pairs; the shared 32-bit teacher cache is in neither side.
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import pandas as pd
 
@@ -28,6 +32,7 @@ __all__ = [
     "HeadlineModel",
     "Ratio",
     "TimePair",
+    "beyond_dev_frontier",
     "cells_of",
     "cr_sentence",
     "headline",
@@ -88,6 +93,17 @@ class HeadlineModel:
     unmatched_time: list[str] = field(default_factory=list)
 
 
+def beyond_dev_frontier(row: Any) -> bool:
+    """Whether a table row is a frontier-search cell that was lossy on dev: beyond the
+    frontier the dev split chose, so it is not a candidate for the headline (its test
+    numbers stay in the summary table). Fixed-target cells are always candidates."""
+    frontier = getattr(row, "frontier", None)
+    dev = getattr(row, "lossless_dev", None)
+    if not isinstance(frontier, str) or dev is None or pd.isna(dev):
+        return False
+    return not bool(dev)
+
+
 def cells_of(table: pd.DataFrame) -> pd.DataFrame:
     """One row per cell (the first split's row) of a :func:`records_table` frame."""
     return table.drop_duplicates(subset=["record_file", "config_hash"], keep="first")
@@ -141,6 +157,7 @@ def headline(table: pd.DataFrame) -> list[HeadlineModel]:
     out = []
     for model in dict.fromkeys(cells.model):
         mine = cells[(cells.model == model) & (cells.method != "fp32")]
+        mine = mine[[not beyond_dev_frontier(r) for r in mine.itertuples()]]
         rows = [(r.method, float(r.cr), bool(r.lossless)) for r in mine.itertuples()]
         crs = lossless_compression_ratios(rows)
         systems = {m: (int((mine.method == m).sum()), int(mine[mine.method == m].lossless.sum()))

@@ -30,6 +30,7 @@ from mpqbench.bench.layer_names import model_order, short_names
 
 __all__ = [
     "MIXED_EXCLUDED",
+    "frontier_crs",
     "method_order",
     "plot_bit_allocation",
     "plot_compression_time",
@@ -110,6 +111,15 @@ def _wer_axis(ax: Any, wers_pct: Sequence[float]) -> str:
     return "WER (%, log scale)"
 
 
+def frontier_crs(rows: pd.DataFrame) -> list[float]:
+    """Per frontier search among ``rows``, the CR of the dev-chosen system: the largest CR
+    among the search's dev-lossless cells."""
+    if "frontier" not in rows:
+        return []
+    mine = rows[rows.frontier.notna() & (rows.lossless_dev == True)]  # noqa: E712 (object)
+    return sorted(float(g.cr.max()) for _, g in mine.groupby("frontier"))
+
+
 def plot_wer_vs_cr(table: pd.DataFrame, model: str, path: Path) -> Path:
     """WER (%) against compression ratio for every system of ``model``, a panel per split.
 
@@ -143,6 +153,8 @@ def plot_wer_vs_cr(table: pd.DataFrame, model: str, path: Path) -> Path:
                 pts = sel[sel.lossless == lossless]
                 ax.scatter(pts.cr, 100 * pts.wer, marker=marker, s=size, facecolors=face,
                            edgecolors=colour, linewidths=1.6, zorder=3)
+            for cr in frontier_crs(sel):
+                ax.axvline(cr, color=colour, lw=1.0, ls="--", alpha=0.8, zorder=1)
         _cr_axis(ax, list(rows.cr))
         ax.set_xlabel("compression ratio (32-bit size / compressed size, x)")
         ax.set_ylabel(_wer_axis(ax, list(100 * rows.wer)))
@@ -157,6 +169,9 @@ def plot_wer_vs_cr(table: pd.DataFrame, model: str, path: Path) -> Path:
         Line2D([], [], color="gray", marker="o", ls="", ms=8, markerfacecolor="white",
                label="hollow: not lossless (some split\nsignificantly worse, MAPSSWE)"),
     ]
+    if "frontier" in rows and rows.frontier.notna().any():
+        handles.append(Line2D([], [], color="gray", ls="--",
+                              label="dashed: the frontier a search\nchose on dev (its CR)"))
     fig.legend(handles=handles, loc="outside right upper", fontsize=9, title="system")
     fig.suptitle(f"{model}: WER vs compression ratio")
     return save_figure(fig, path)

@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from mpqbench._atomic import atomic_write_text
+from mpqbench.bench.frontier_section import frontier_section, load_frontiers
 from mpqbench.bench.headline import (
     PAPER,
     HeadlineModel,
@@ -347,7 +348,8 @@ def _setup_section(records: Sequence[Mapping[str, Any]], table: pd.DataFrame) ->
 
 
 def render_report(records: Sequence[Mapping[str, Any]], table: pd.DataFrame, name: str,
-                  plots: Mapping[str, list[str]]) -> str:
+                  plots: Mapping[str, list[str]],
+                  frontiers: Sequence[Mapping[str, Any]] = ()) -> str:
     """The report.md text.
 
     Args:
@@ -355,6 +357,7 @@ def render_report(records: Sequence[Mapping[str, Any]], table: pd.DataFrame, nam
         table: their :func:`records_table` frame.
         name: the results name (title).
         plots: model -> PNG paths relative to the report.
+        frontiers: the suite's frontier summaries (:func:`load_frontiers`).
     """
     cells = cells_of(table)
     suites = sorted({str(s) for s in table.suite.dropna()})
@@ -370,8 +373,13 @@ def render_report(records: Sequence[Mapping[str, Any]], table: pd.DataFrame, nam
               f"{PAPER['cr_vs_two_stage']:g}x two_stage's lossless CR, and a two_stage / "
               f"one_stage compression time ratio of {PAPER['time_low']:g}-"
               f"{PAPER['time_high']:g}x.", ""]
+    if frontiers:
+        lines += ["Frontier searches decide on the dev split; their cells beyond the "
+                  "dev-chosen frontier (lossy on dev) are not candidates here, whatever their "
+                  "test verdict, so no test result picks a system.", ""]
     for h in headline(table):
         lines += _headline_section(h, table)
+        lines += frontier_section(frontiers, records, h.model)
     lines += ["## Summary table", ""]
     for model in dict.fromkeys(cells.model):
         lines += [f"### {model}", "", *_summary_table(table, model), "",
@@ -430,7 +438,8 @@ def write_report(results_dir: str | Path, *, cr_rule: str = "cr_paper") -> Repor
             old.unlink()
     rel = {m: [str(p.relative_to(results_dir)) for p in files] for m, files in written.items()}
     report = results_dir / "report.md"
-    atomic_write_text(report, render_report(records, table, results_dir.name, rel))
+    atomic_write_text(report, render_report(records, table, results_dir.name, rel,
+                                            load_frontiers(results_dir)))
     csv = results_dir / "table.csv"
     atomic_write_text(csv, table.drop(columns=["record_file"]).assign(
         record=[Path(f).name for f in table.record_file]).to_csv(index=False))

@@ -33,12 +33,24 @@ Format (every key is checked; unknown keys are refused)::
     [[systems]]                       # one per method configuration
     method = "one_stage"
     label = "one_stage"               # optional; defaults to the method name
-    avg_bits = [4, 3]                 # targets (or cr = [8.0])
+    avg_bits = [4, 3]                 # targets (or cr = [8.0], or frontier = {...})
     params = { candidates = [2, 4, 8] }
+
+    [[systems]]                       # a lossless-frontier search (bench.frontier)
+    method = "uniform"
+    frontier = { low = 3, high = 8, resolution = 1 }
 
 A 32-bit reference cell (method ``fp32``) is added per model (per model and seed with
 ``fp32_reference = "finetuned"``: the model fine-tuned in 32 bits under the suite's budget,
 see :mod:`mpqbench.bench.cell`); every compressed cell is tested against its reference.
+
+A system with ``frontier = { low, high, resolution }`` instead of fixed targets is a
+bracketing search (:mod:`mpqbench.bench.frontier`) per model and seed: its cells are
+ordinary cells at grid targets, chosen one after another by the runner from the dev
+verdicts of the cells run so far. A suite with a frontier system evaluates every cell
+(references and fixed targets included) on its dev split first, then on ``eval_splits``:
+dev decides the frontier, and a record's ``lossless`` flag is the verdict on the other
+splits only.
 Validation happens before any model is loaded: the file and the field
 are named in every error.
 """
@@ -55,6 +67,7 @@ from typing import Any
 
 from mpqbench._names import safe_name
 from mpqbench.bench.cell import FP32, CellSpec
+from mpqbench.bench.frontier import FrontierSpec, frontier_grid
 from mpqbench.method import Budget, Target, compression_methods, make_config
 from mpqbench.precision import PRECISIONS
 from mpqbench.quant.allocation import LayerRule
@@ -74,7 +87,8 @@ _SUITE_KEYS = {
     "eval_batch_size", "max_new_tokens", "train_split", "dev_split", "eval_limit",
     "whisper_window_s", "fp32_reference", "alignment", "eval_precision", "max_tokens_per_s",
 }
-_SYSTEM_KEYS = {"method", "label", "avg_bits", "cr", "params"}
+_SYSTEM_KEYS = {"method", "label", "avg_bits", "cr", "frontier", "params"}
+_FRONTIER_KEYS = {"low", "high", "resolution"}
 #: Seeds must fit every RNG a cell seeds (numpy's and torch's take 0..2**32-1 safely).
 _MAX_SEED = 2**32 - 1
 #: Whisper's encoder window is 30 s; a suite may shrink it.
@@ -98,17 +112,52 @@ class Cell:
 
 
 @dataclass(frozen=True)
+class FrontierSearch:
+    """One system's lossless-frontier search for one model and seed.
+
+    Attributes:
+        label: the system's label.
+        spec: range and resolution over the average-bits target.
+        template: the spec of the search's cells (at target ``high``); :meth:`cell` sets
+            the target.
+    """
+
+    label: str
+    spec: FrontierSpec
+    template: CellSpec
+
+    @property
+    def key(self) -> str:
+        """File-name-safe key: label, model, seed, range and resolution."""
+        t, s = self.template, self.spec
+        model = safe_name(t.model, limit=40)
+        return (f"{model}__{self.label}__frontier-{s.low:g}-{s.high:g}-r{s.resolution:g}"
+                f"__s{t.budget.seed}")
+
+    def cell(self, avg_bits: float) -> Cell:
+        """The cell at ``avg_bits`` (a grid point of :attr:`spec`)."""
+        return Cell(self.label, dataclasses.replace(self.template,
+                                                    target=Target(avg_bits=avg_bits)))
+
+    def grid_cells(self) -> list[Cell]:
+        """A cell per grid target (only some of them run)."""
+        return [self.cell(bits) for bits in frontier_grid(self.spec)]
+
+
+@dataclass(frozen=True)
 class Suite:
     name: str
     description: str
     path: Path
     cells: tuple[Cell, ...]
     budget: Budget
+    frontiers: tuple[FrontierSearch, ...] = ()
 
     def references(self) -> list[Cell]:
         return [c for c in self.cells if c.spec.method == FP32]
 
     def compressed(self) -> list[Cell]:
+        """The fixed-target compressed cells (frontier cells are chosen while running)."""
         return [c for c in self.cells if c.spec.method != FP32]
 
 
@@ -192,6 +241,15 @@ def load_suite(name_or_path: str) -> Suite:
                            default=list(CellSpec.default("eval_splits")))
     for i, split in enumerate(eval_splits):
         _plain_name(split, where, f"suite.eval_splits[{i}]")
+    systems = raw.get("systems", [])
+    if not isinstance(systems, list):
+        raise ValueError(f"{where}: systems must be an array of tables ([[systems]])")
+    has_frontier = any(isinstance(s, Mapping) and "frontier" in s for s in systems)
+    dev_split = _plain_name(_get(suite, "dev_split", str, where, "suite.dev_split",
+                                 default=CellSpec.default("dev_split")),
+                            where, "suite.dev_split")
+    if has_frontier and dev_split not in eval_splits:
+        eval_splits = [dev_split, *eval_splits]  # the frontier decides on dev
     groups = _strings(suite, "groups", where, default=list(CellSpec.default("groups")))
     for i, group in enumerate(groups):
         if group not in LAYER_GROUPS:
@@ -221,19 +279,14 @@ def load_suite(name_or_path: str) -> Suite:
             _get(suite, "train_split", str, where, "suite.train_split",
                  default=CellSpec.default("train_split")),
             where, "suite.train_split"),
-        "dev_split": _plain_name(
-            _get(suite, "dev_split", str, where, "suite.dev_split",
-                 default=CellSpec.default("dev_split")),
-            where, "suite.dev_split"),
+        "dev_split": dev_split,
         "fp32_reference": _get(suite, "fp32_reference", str, where, "suite.fp32_reference",
                                default=None),
         "alignment": _choice(suite, "alignment", ALIGNMENTS, where),
         "eval_precision": _choice(suite, "eval_precision", PRECISIONS, where),
     }
-    systems = raw.get("systems", [])
-    if not isinstance(systems, list):
-        raise ValueError(f"{where}: systems must be an array of tables ([[systems]])")
     cells: list[Cell] = []
+    frontiers: list[FrontierSearch] = []
     seen: set[str] = set()
     for model in models:
         for seed in seeds:
@@ -267,6 +320,17 @@ def load_suite(name_or_path: str) -> Suite:
             config = make_config(method, params)
         except (ValueError, TypeError) as exc:
             raise ValueError(f"{where}: {field}.params: {exc}") from exc
+        if "frontier" in system:
+            spec = _frontier(system, where, field, config)
+            for model in models:
+                for seed in seeds:
+                    template = CellSpec(
+                        model=model, method=method, params=params,
+                        target=Target(avg_bits=spec.high),
+                        budget=dataclasses.replace(budget, seed=seed), **common,
+                    )
+                    frontiers.append(FrontierSearch(label, spec, template))
+            continue
         targets = _targets(system, where, field, config)
         for model in models:
             for seed in seeds:
@@ -277,13 +341,39 @@ def load_suite(name_or_path: str) -> Suite:
                     )
                     cells.append(Cell(label, spec))
     return Suite(name=name, description=description, path=path,
-                 cells=tuple(cells), budget=budget)
+                 cells=tuple(cells), budget=budget, frontiers=tuple(frontiers))
+
+
+def _frontier(system: Mapping[str, Any], where: str, field: str, config: Any) -> FrontierSpec:
+    """``systems[i].frontier``: a table of low, high and resolution (average bits)."""
+    if "avg_bits" in system or "cr" in system:
+        raise ValueError(f"{where}: {field} needs exactly one of avg_bits = [...], cr = [...] "
+                         "or frontier = {...}")
+    raw = system["frontier"]
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"{where}: {field}.frontier must be a table "
+                         "{ low = ..., high = ..., resolution = ... }")
+    _only(raw, _FRONTIER_KEYS, where, f"{field}.frontier")
+    missing = sorted(_FRONTIER_KEYS - set(raw))
+    if missing:
+        raise ValueError(f"{where}: {field}.frontier is missing {missing}")
+    try:
+        spec = FrontierSpec(low=raw["low"], high=raw["high"], resolution=raw["resolution"])
+    except ValueError as exc:
+        raise ValueError(f"{where}: {field}.frontier: {exc}") from None
+    candidates = getattr(config, "candidates", None)
+    lo, hi = (min(candidates), max(candidates)) if candidates else (1, 8)
+    if not (lo <= spec.low and spec.high <= hi):
+        raise ValueError(f"{where}: {field}.frontier spans {spec.low:g}..{spec.high:g} bits, "
+                         f"outside the method's reachable {lo}..{hi} bits")
+    return spec
 
 
 def _targets(system: Mapping[str, Any], where: str, field: str, config: Any) -> list[Target]:
     has_bits, has_cr = "avg_bits" in system, "cr" in system
     if has_bits == has_cr:
-        raise ValueError(f"{where}: {field} needs exactly one of avg_bits = [...] or cr = [...]")
+        raise ValueError(f"{where}: {field} needs exactly one of avg_bits = [...], cr = [...] "
+                         "or frontier = {...}")
     key = "avg_bits" if has_bits else "cr"
     values = system[key]
     if not isinstance(values, list) or not values:
@@ -393,4 +483,5 @@ def _get(table: Mapping[str, Any], key: str, kind: type, where: str, field: str,
     return value
 
 
-__all__ = ["SUITES_DIR", "Cell", "Suite", "load_suite", "resolve_suite_path"]
+__all__ = ["SUITES_DIR", "Cell", "FrontierSearch", "Suite", "load_suite",
+           "resolve_suite_path"]

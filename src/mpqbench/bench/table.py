@@ -44,8 +44,8 @@ TABLE_COLUMNS = (
     "suite", "results_name", "label", "method", "model", "target", "target_avg_bits",
     "target_cr", "seed", "groups", "avg_bits", "cr", "cr_rule", "split", "wer", "n", "s", "d", "i",
     "errors", "num_utterances", "num_capped", "p_value", "log10_p", "z", "better", "boot_diff_pts",
-    "boot_ci_low_pts", "boot_ci_high_pts", "significantly_worse", "lossless",
-    "compression_seconds", "search_seconds", "qat_seconds", "teacher_seconds", "stages",
+    "boot_ci_low_pts", "boot_ci_high_pts", "significantly_worse", "lossless", "lossless_dev",
+    "frontier", "compression_seconds", "search_seconds", "qat_seconds", "teacher_seconds", "stages",
     "device", "candidates", "packed_file_bytes", "packed_over_accounted", "reload_identical",
     "reload_utterances", "config_hash", "git_commit", "git_dirty", "record_file",
 )
@@ -220,7 +220,10 @@ def records_table(records: Iterable[Mapping[str, Any]], *,
 
     WER in the table is a fraction (0.05 = 5 %); seconds are wall clock. The 32-bit
     reference rows have no significance test (``p_value`` NaN, ``significantly_worse``
-    False). ``lossless`` is the cell's flag (no split significantly worse than 32-bit).
+    False). ``lossless`` is the cell's flag (no split significantly worse than 32-bit; the
+    dev split, when evaluated beside others, is left out of it and judged in
+    ``lossless_dev``, None where dev was not evaluated). ``frontier`` is the key of the
+    frontier search that ran the cell (None for a fixed-target cell).
 
     Raises:
         ValueError: a record that lacks a field or whose totals disagree with its rows.
@@ -271,6 +274,8 @@ def records_table(records: Iterable[Mapping[str, Any]], *,
                 "boot_ci_high_pts": _nan(boot.get("ci_high_pts")),
                 "significantly_worse": bool(sig["significantly_worse"]) if sig else False,
                 "lossless": bool(record["lossless"]),
+                "lossless_dev": record.get("lossless_dev"),
+                "frontier": suite.get("frontier"),
                 "compression_seconds": float(record["compression_seconds"]),
                 "search_seconds": _stage_seconds(stages, "search"),
                 "qat_seconds": _stage_seconds(stages, "qat"),

@@ -6,7 +6,14 @@ import argparse
 import logging
 from pathlib import Path
 
-from mpqbench.bench.runner import parse_shard, record_path, run_suite, shard_cells
+from mpqbench.bench.frontier import max_frontier_cells
+from mpqbench.bench.runner import (
+    frontier_shard,
+    parse_shard,
+    record_path,
+    run_suite,
+    shard_cells,
+)
 from mpqbench.bench.suite import load_suite
 from mpqbench.cli._shared import resolve_device
 
@@ -43,12 +50,23 @@ def run(args: argparse.Namespace) -> int:
         for cell in cells:
             done = record_path(args.results, name, cell).exists()
             print(f"  {'done' if done else 'todo'}  {cell.key}")
+        searches = frontier_shard(suite, shard)
+        if searches:
+            print(f"frontier searches, shard {args.shard}: {len(searches)} (each runs at most "
+                  "the cells shown; which ones depends on the dev verdicts)")
+        for search in searches:
+            grid = search.grid_cells()
+            have = sum(record_path(args.results, name, c).exists() for c in grid)
+            print(f"  {search.key}: <= {max_frontier_cells(search.spec)} of {len(grid)} grid "
+                  f"targets, {have} with records")
         return 0
     device = resolve_device(args.device)
     summary = run_suite(suite, results=args.results, name=name, shard=shard,
                         overwrite=args.overwrite, device=device, progress=not args.no_progress)
     print(f"suite {suite.name}: ran {len(summary.ran)} cells, skipped {len(summary.skipped)} "
           f"(records in {args.results / name / 'records'})")
+    for line in summary.frontiers:
+        print(f"  frontier {line}")
     return 0
 
 
