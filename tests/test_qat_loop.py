@@ -11,7 +11,7 @@ import torch
 
 from mpqbench.errors import TrainingDiverged
 from mpqbench.quant.checkpoint import list_checkpoints, load_latest_checkpoint
-from mpqbench.quant.qat import TrainConfig, batch_indices, lr_factor, train
+from mpqbench.quant.qat import SeparateGroup, TrainConfig, batch_indices, lr_factor, train
 from mpqbench.quant.teacher import build_teacher_cache
 from mpqbench.workloads.data.types import Utterance
 from mpqbench.workloads.models.registry import load_model
@@ -39,14 +39,19 @@ def final_weights(model) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.model.state_dict().items()}
 
 
-def run(tmp_path=None, steps=4, eta=1.0, every=0, seed=3, on_step=None, lr=1e-3):
+def run(tmp_path=None, steps=4, eta=1.0, every=0, seed=3, on_step=None, lr=1e-3,
+        separate=False):
     torch.manual_seed(0)
     model = load_model("tiny-ctc")
     data = make_utterances()
     teacher = build_teacher_cache(model, data, batch_size=3, progress=False)
     cfg = TrainConfig(lr=lr, eta=eta, checkpoint_every=every)
+    groups = [SeparateGroup(params=[model.model.lm_head.bias], lr=0.05, clip=0.1,
+                            lr_factor=lambda step, total: 1.0 - step / (2 * total),
+                            name="head")] if separate else []
     res = train(model, data, steps=steps, batch_size=2, seed=seed, config=cfg, teacher=teacher,
-                checkpoint_dir=tmp_path, on_step=on_step, progress=False)
+                checkpoint_dir=tmp_path, on_step=on_step, progress=False,
+                separate_groups=groups)
     return model, res
 
 
@@ -93,6 +98,44 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path):
     assert res.resumed_from == 4 and res.steps == 2 and len(res.history) == 6
     ref, got = final_weights(reference), final_weights(resumed)
     assert all(torch.equal(ref[k], got[k]) for k in ref)
+
+
+def test_separate_group_has_its_own_clip_and_changes_only_by_its_settings():
+    separate, res = run(steps=3, separate=True)
+    plain, _ = run(steps=3)
+    assert all(h["head_grad_norm"] > 0 and h["grad_norm"] > 0 for h in res.history)
+    assert not torch.equal(plain.model.lm_head.bias, separate.model.lm_head.bias)
+
+
+def test_separate_group_resume_equals_uninterrupted(tmp_path):
+    reference, _ = run(steps=6, separate=True)
+
+    def crash_at_5(step):
+        if step == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, steps=6, every=2, on_step=crash_at_5, separate=True)
+    resumed, res = run(tmp_path, steps=6, every=2, separate=True)
+    assert res.resumed_from == 4
+    ref, got = final_weights(reference), final_weights(resumed)
+    assert all(torch.equal(ref[k], got[k]) for k in ref)
+    with pytest.raises(ValueError, match="separate optimizers"):
+        run(tmp_path, steps=6, every=2)  # its checkpoints, resumed without the group
+
+
+def test_separate_groups_refuse_shared_or_missing_parameters():
+    model = load_model("tiny-ctc")
+    bias = model.model.lm_head.bias
+    cfg = TrainConfig(checkpoint_every=0)
+    for groups, extra in [([SeparateGroup(params=[], lr=0.1)], []),
+                          ([SeparateGroup(params=[bias, bias], lr=0.1)], []),
+                          ([SeparateGroup(params=[bias], lr=0.1)], [{"params": [bias]}])]:
+        with pytest.raises(ValueError, match="separate group"):
+            train(model, make_utterances(), steps=1, batch_size=2, seed=0, config=cfg,
+                  separate_groups=groups, extra_param_groups=extra, progress=False)
+    with pytest.raises(ValueError, match="clip"):
+        SeparateGroup(params=[bias], lr=0.1, clip=-1.0)
 
 
 def test_corrupt_checkpoint_falls_back_to_previous(tmp_path):

@@ -12,7 +12,9 @@ whose average bits (weighted by layer size) meet the target. Three stage-1 choic
   loop on the one-stage method's loss (task loss + eta * KL to the 32-bit teacher + its
   bit-budget term, :class:`mpqbench.method.supernet_search.BitBudget`: penalty
   ``budget_weight * relu(E[avg bits] - target)^2`` or a Lagrangian), with the Gumbel-softmax
-  temperature annealed from ``tau_start`` to ``tau_end``. The DNAS defaults are the
+  temperature annealed from ``tau_start`` to ``tau_end`` (and the shared search's
+  switches: ``logit_init``, ``arch_optimizer``, see
+  :mod:`mpqbench.method.supernet_search`). The DNAS defaults are the
   one-stage defaults, so the two searches differ only in the frozen weights (and in
   ``search_budget`` steps instead of ``train_steps``). Cost c_l(b) = -log softmax(alpha_l)_b. With
   independent per-layer categoricals, sum_l c_l(b_l) is the negative log-probability of the
@@ -56,7 +58,13 @@ from mpqbench.baselines.sensitivity import (
 )
 from mpqbench.method import Budget, MethodResult, StageTiming, Target, Workload, register_method
 from mpqbench.method.fixed_bits import qat_fixed_bits
-from mpqbench.method.supernet_search import BitBudget, SupernetSearchConfig, fill_allocation
+from mpqbench.method.supernet_search import (
+    BitBudget,
+    SupernetSearchConfig,
+    arch_training,
+    fill_allocation,
+    initial_logits,
+)
 from mpqbench.quant.accounting import layer_sizes
 from mpqbench.quant.allocation import Allocation
 from mpqbench.quant.allocator import SOLVERS, allocate_bits
@@ -223,7 +231,8 @@ def dnas_stage(
         for p in module.parameters():
             p.requires_grad_(False)
         prepare_supernet_(module, names, config.candidates, spec, hard=config.hard,
-                          tau=config.tau_start)
+                          tau=config.tau_start,
+                          init_logits=initial_logits(config, target_bits))
         layers = {n: module.get_submodule(n) for n in names}
         alphas = list({id(m.alpha): m.alpha for m in layers.values()}.values())
         budget_term = BitBudget(layers, sizes, target_bits, mode=config.budget_mode,
@@ -236,7 +245,7 @@ def dnas_stage(
         result = train(
             workload.model, workload.train, steps=steps, batch_size=budget.batch_size,
             seed=budget.seed, config=config.train, teacher=workload.teacher,
-            extra_param_groups=[{"params": alphas, "lr": config.arch_lr}],
+            **arch_training(config, alphas),
             extra_loss=budget_term, on_step=on_step, desc="two-stage DNAS (frozen weights)",
             progress=workload.progress,
             precision=budget.precision, trim_window=budget.trim_window,

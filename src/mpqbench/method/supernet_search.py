@@ -12,18 +12,47 @@ methods changes only what it means to change. The pieces of the search run by bo
 - :class:`SupernetSchedule`, the loop's ``on_step``: anneal tau, draw the Gumbel noise;
 - :func:`repair_allocation`, the most probable allocation within the target (exact
   knapsack), and :func:`fill_allocation`, the most probable one that spends the budget to
-  within ``fill_tolerance`` bits.
+  within ``fill_tolerance`` bits;
+- :func:`initial_logits` (``logit_init``) and :func:`arch_training` (``arch_optimizer``),
+  how the logits start and how the shared loop steps them.
+
+Switches (issue 15; each default keeps the search as it was before the switch existed):
+
+- ``logit_init``: ``"zero"`` (every candidate equally likely: for {2, 4, 8} E[bits] starts
+  at 4.67 whatever the target) or ``"target"`` (:func:`target_init_logits`: the most
+  likely candidate is the one nearest the target and E[bits] equals the target, so a
+  budget at the target starts satisfied and the task decides which layers move);
+- ``arch_optimizer``: ``"joint"`` (the logits are an extra AdamW group of the weights'
+  optimizer: the weights' warm-up/cosine schedule, which decays to zero as tau is lowest,
+  and one gradient-norm clip over weights and logits together, so the logits' step depends
+  on the weights' gradient norm) or ``"separate"`` (their own Adam at ``arch_lr``, clipped
+  to ``arch_clip`` alone, on ``arch_schedule``: ``"constant"`` or ``"warmup_cosine"``
+  from 0 to ``arch_lr`` over ``arch_warmup_frac`` of the steps, then down to
+  ``arch_min_lr_frac * arch_lr``, never to zero).
+
+The budget term is size-weighted (E weighs each layer by its N_l). ``"lagrangian"`` is
+a constraint that does not dictate: the multiplier is projected onto mu >= 0 after every
+dual step, so while E <= T it stays at 0 and the term, mu * (E - T), has zero gradient --
+the logits move only for the task; above T, mu grows until the task's gain from more bits
+no longer pays for them. ``"penalty"`` is zero below T too, but any excess is pushed back
+by a gradient that Adam turns into a near-full step of every layer, whatever its size or
+task gain (issue 15's diagnosis with ``logit_init="zero"``). The temperature schedule is
+relative to the step budget: tau goes from ``tau_start`` at the first step to ``tau_end``
+at the last, whatever their number.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 
 from mpqbench.quant.allocator import allocate_bits
+from mpqbench.quant.qat import SeparateGroup, lr_factor
 from mpqbench.quant.supernet import (
     ANNEAL_KINDS,
     DEFAULT_CANDIDATES,
@@ -33,7 +62,15 @@ from mpqbench.quant.supernet import (
     sample_mixing_,
 )
 
+log = logging.getLogger(__name__)
+
 BUDGET_MODES: tuple[str, ...] = ("penalty", "lagrangian")
+#: How the logits start (:func:`initial_logits`).
+LOGIT_INITS: tuple[str, ...] = ("zero", "target")
+#: How the shared loop steps the logits (:func:`arch_training`).
+ARCH_OPTIMIZERS: tuple[str, ...] = ("joint", "separate")
+#: The logits' learning-rate schedules under ``arch_optimizer="separate"``.
+ARCH_SCHEDULES: tuple[str, ...] = ("constant", "warmup_cosine")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,6 +102,30 @@ class SupernetSearchConfig:
         metadata={"help": "fill an allocation more than this many bits under the target "
                           "(None: off)"},
     )
+    logit_init: str = field(
+        default="zero",
+        metadata={"help": "zero (uniform) or target (argmax nearest the target, "
+                          "E[bits] = target)"},
+    )
+    arch_optimizer: str = field(
+        default="joint",
+        metadata={"help": "joint (an AdamW group of the weights' optimizer, their schedule "
+                          "and clip) or separate (own Adam, schedule and clip)"},
+    )
+    arch_schedule: str = field(
+        default="constant",
+        metadata={"help": "separate: the logits' lr schedule, constant or warmup_cosine"},
+    )
+    arch_warmup_frac: float = field(
+        default=0.1, metadata={"help": "separate, warmup_cosine: share of steps warming up"}
+    )
+    arch_min_lr_frac: float = field(
+        default=0.1,
+        metadata={"help": "separate, warmup_cosine: final lr as a share of arch_lr (> 0)"},
+    )
+    arch_clip: float = field(
+        default=1.0, metadata={"help": "separate: max gradient norm of the logits (0: off)"}
+    )
 
     def __post_init__(self) -> None:
         what = self.config_name
@@ -88,6 +149,184 @@ class SupernetSearchConfig:
         if not isinstance(self.hard, bool):
             raise ValueError(f"{what}.hard must be a bool, got {self.hard!r}")
         check_fill_tolerance(self.fill_tolerance, what=f"{what}.fill_tolerance")
+        for name, choices in (("logit_init", LOGIT_INITS), ("arch_optimizer", ARCH_OPTIMIZERS),
+                              ("arch_schedule", ARCH_SCHEDULES)):
+            if getattr(self, name) not in choices:
+                raise ValueError(
+                    f"{what}.{name} must be one of {choices}, got {getattr(self, name)!r}")
+        if not _number_in(self.arch_warmup_frac, 0.0, 1.0, upper_open=True):
+            raise ValueError(
+                f"{what}.arch_warmup_frac must be in [0, 1), got {self.arch_warmup_frac!r}")
+        if not (_number_in(self.arch_min_lr_frac, 0.0, 1.0) and self.arch_min_lr_frac > 0):
+            raise ValueError(
+                f"{what}.arch_min_lr_frac must be in (0, 1] (the logits' lr must not decay "
+                f"to zero), got {self.arch_min_lr_frac!r}")
+        if not _number_in(self.arch_clip, 0.0, math.inf, upper_open=True):
+            raise ValueError(f"{what}.arch_clip must be >= 0 (0: off), got {self.arch_clip!r}")
+
+    def arch_lr_factor(self, step: int, total: int) -> float:
+        """The logits' learning rate at ``step`` of ``total`` as a share of ``arch_lr``
+        under ``arch_optimizer="separate"``: 1 (constant), or linear warm-up then cosine
+        decay to ``arch_min_lr_frac`` (:func:`~mpqbench.quant.qat.lr_factor`)."""
+        if self.arch_schedule == "constant":
+            return 1.0
+        return lr_factor(step, total, self.arch_warmup_frac, self.arch_min_lr_frac)
+
+
+def _number_in(value: Any, low: float, high: float, *, upper_open: bool = False) -> bool:
+    """A real number (not a bool) in [low, high] (or [low, high) with ``upper_open``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        return False
+    return low <= value < high if upper_open else low <= value <= high
+
+
+#: Bits by which :func:`target_init_logits` aims under the target, so that E[bits]
+#: evaluated in float32 is not above it (a lagrangian multiplier then starts at rest).
+TARGET_INIT_SLACK = 5e-5
+#: Share of the end gap by which a target at or past an end candidate is moved inside.
+TARGET_INIT_END_INSET = 0.05
+
+
+def _mass_interval(bits: Sequence[float], k: int, t: float) -> tuple[float, float]:
+    """The open interval of q = p_k for which the rest can average to (t - q b_k)/(1 - q)
+    with finite logits (strictly inside the rest's range) and q > 1/2; empty: lo >= hi."""
+    b = bits[k]
+    rest = [x for i, x in enumerate(bits) if i != k]
+    lo_r, hi_r = min(rest), max(rest)
+    d = t - b
+    lo, hi = 0.5, 1.0
+    if d > 0:
+        if hi_r <= b:
+            return 1.0, 0.0
+        hi = min(hi, 1 - d / (hi_r - b))
+        if lo_r > b:
+            lo = max(lo, 1 - d / (lo_r - b))
+    elif d < 0:
+        if lo_r >= b:
+            return 1.0, 0.0
+        hi = min(hi, 1 + d / (b - lo_r))
+        if hi_r < b:
+            lo = max(lo, 1 + d / (b - hi_r))
+    elif not lo_r < b < hi_r:
+        return 1.0, 0.0
+    return lo, hi
+
+
+def _tilted(bits: Sequence[float], mean: float) -> list[float]:
+    """p_i proportional to exp(lam * b_i) with sum_i p_i b_i = ``mean`` (strictly inside the
+    range of ``bits``): the maximum-entropy distribution with that mean, lam by bisection."""
+    x = torch.tensor([b - mean for b in bits], dtype=torch.float64)
+
+    def excess(lam: float) -> float:  # sign of E_lam[b] - mean
+        return float(torch.softmax(lam * x, 0) @ x)
+
+    lo, hi = -1.0, 1.0
+    while excess(lo) > 0:
+        lo *= 2
+    while excess(hi) < 0:
+        hi *= 2
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if excess(mid) < 0:
+            lo = mid
+        else:
+            hi = mid
+    return torch.softmax(0.5 * (lo + hi) * x, 0).tolist()
+
+
+def target_init_logits(candidates: Sequence[int], target: float) -> list[float]:
+    """Logits whose most likely candidate is the one nearest ``target`` and whose expected
+    bits are ``target``: the ``logit_init="target"`` start of every layer.
+
+    Construction, for ascending candidates b_1 < ... < b_K and t the target (moved
+    ``TARGET_INIT_END_INSET`` of the end gap inside the range when at or past an end, where
+    an exact mean needs a one-hot -- so a target of exactly b_1 starts slightly above it;
+    then ``TARGET_INIT_SLACK`` bits lower):
+
+    1. k = the candidate nearest t; on a tie (t halfway between two), the one that step 2
+       allows with the widest interval (the smaller on a further tie);
+    2. p_k = q with q > 1/2, so k is the argmax whatever the rest; the rest, mass 1 - q,
+       must average mu(q) = (t - q b_k) / (1 - q) for E = t, which finite logits reach only
+       strictly inside the range of the other candidates: q is the midpoint of the interval
+       of q in (1/2, 1) where that holds;
+    3. the rest is spread as the maximum-entropy distribution with mean mu(q),
+       p_i proportional to exp(lam * b_i) (lam by bisection: the one-dimensional problem).
+
+    Two candidates: p_k = (t - b_other) / (b_k - b_other) (no freedom). One: ``[0.0]``.
+    Every layer gets the same logits, so the size-weighted E[average bits] is t too.
+
+    Args:
+        candidates: the candidate bit-widths (any order; logits follow ascending bits).
+        target: the target average bits.
+
+    Returns:
+        Logits (mean zero), aligned with the ascending candidates.
+
+    Raises:
+        ValueError: a target below the smallest candidate, or not a finite number.
+    """
+    bits = sorted(float(b) for b in candidates)
+    if not (isinstance(target, (int, float)) and math.isfinite(target)):
+        raise ValueError(f"logit_init='target': the target must be a finite number, got "
+                         f"{target!r}")
+    if target < bits[0]:
+        raise ValueError(f"logit_init='target': target {target} bits is below the smallest "
+                         f"candidate ({bits[0]:g})")
+    if len(bits) == 1:
+        return [0.0]
+    t0 = float(target)
+    if t0 <= bits[0]:
+        t0 = bits[0] + TARGET_INIT_END_INSET * (bits[1] - bits[0])
+    elif t0 >= bits[-1]:
+        t0 = bits[-1] - TARGET_INIT_END_INSET * (bits[-1] - bits[-2])
+    t = t0 - min(TARGET_INIT_SLACK, 0.5 * (t0 - bits[0]))
+    if len(bits) == 2:
+        k = 0 if t0 - bits[0] <= bits[1] - t0 else 1
+        q = (t - bits[1 - k]) / (bits[k] - bits[1 - k])
+        probs = [q, 1 - q] if k == 0 else [1 - q, q]
+    else:
+        dist = [abs(b - t0) for b in bits]
+        nearest = [i for i, d in enumerate(dist) if d <= min(dist) + 1e-9]
+        intervals = {i: _mass_interval(bits, i, t) for i in nearest}
+        k = max(nearest, key=lambda i: (intervals[i][1] - intervals[i][0], -i))
+        lo, hi = intervals[k]
+        if hi <= lo:  # not reached for K >= 3 and t inside the range
+            raise RuntimeError(f"target_init_logits: no construction for {bits} at {t}")
+        q = 0.5 * (lo + hi)
+        rest = [b for i, b in enumerate(bits) if i != k]
+        spread = iter(_tilted(rest, (t - q * bits[k]) / (1 - q)))
+        probs = [q if i == k else (1 - q) * next(spread) for i in range(len(bits))]
+    logits = [math.log(p) for p in probs]
+    mean = sum(logits) / len(logits)
+    return [v - mean for v in logits]
+
+
+def initial_logits(config: SupernetSearchConfig, target_bits: float) -> list[float] | None:
+    """Every layer's initial logits as ``config.logit_init`` says: None (zeros, the
+    supernet's default) for ``"zero"``, :func:`target_init_logits` for ``"target"``."""
+    if config.logit_init == "zero":
+        return None
+    logits = target_init_logits(config.candidates, target_bits)
+    log.info("%s: logits start at %s (E[bits] %.4f, target %.4f)", config.config_name,
+             [round(v, 4) for v in logits],
+             sum(b * p for b, p in zip(config.candidates,
+                                       torch.softmax(torch.tensor(logits), 0).tolist(),
+                                       strict=True)), target_bits)
+    return logits
+
+
+def arch_training(config: SupernetSearchConfig,
+                  alphas: Sequence[torch.nn.Parameter]) -> dict[str, Any]:
+    """Keyword arguments of :func:`~mpqbench.quant.qat.train` that step the logits as
+    ``config.arch_optimizer`` says: ``extra_param_groups`` (``"joint"``: an AdamW group at
+    ``arch_lr`` on the weights' schedule and clip) or ``separate_groups`` (``"separate"``:
+    their own Adam, :meth:`SupernetSearchConfig.arch_lr_factor`, ``arch_clip``)."""
+    params = list(alphas)
+    if config.arch_optimizer == "joint":
+        return {"extra_param_groups": [{"params": params, "lr": config.arch_lr}]}
+    return {"separate_groups": [SeparateGroup(params=params, lr=config.arch_lr,
+                                              clip=config.arch_clip,
+                                              lr_factor=config.arch_lr_factor, name="arch")]}
 
 
 class BitBudget:
@@ -282,11 +521,19 @@ def fill_allocation(
 
 
 __all__ = [
+    "ARCH_OPTIMIZERS",
+    "ARCH_SCHEDULES",
     "BUDGET_MODES",
+    "LOGIT_INITS",
+    "TARGET_INIT_END_INSET",
+    "TARGET_INIT_SLACK",
     "BitBudget",
     "SupernetSchedule",
     "SupernetSearchConfig",
+    "arch_training",
     "check_fill_tolerance",
     "fill_allocation",
+    "initial_logits",
     "repair_allocation",
+    "target_init_logits",
 ]

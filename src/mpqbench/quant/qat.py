@@ -10,6 +10,11 @@ uninterrupted one would, checkpoints every N steps (atomic, checksummed) with ex
 resume of model, optimizer, schedule and RNG state, a progress bar, and a
 device-synchronised wall-clock reading.
 
+Separate groups (:class:`SeparateGroup`, e.g. a supernet's architecture logits): parameters
+stepped by an Adam of their own, with their own learning-rate schedule and their own
+gradient-norm clipping, so that their step does not depend on the weights' gradient norm or
+follow the weights' schedule. Without them the loop is exactly the one above.
+
 Multi-process (``torchrun``, see :mod:`mpqbench.distributed`): when a process group with
 several ranks is initialised, every rank takes its contiguous slice of the same seeded
 global batch, weights its mean losses by its share of the global batch's loss units, and
@@ -79,6 +84,36 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+@dataclass(frozen=True)
+class SeparateGroup:
+    """Parameters the loop steps with an optimizer of their own (e.g. supernet logits).
+
+    Adam (no weight decay) at ``lr * lr_factor(step, steps)``, gradients clipped to norm
+    ``clip`` over this group alone (0: off), after the weights are clipped over theirs; the
+    weights' clipping and schedule never see these parameters.
+
+    Args:
+        params: the parameters (not also in ``extra_param_groups`` nor trained as weights).
+        lr: peak learning rate.
+        clip: max gradient norm of this group (0: off).
+        lr_factor: ``(step, steps) -> factor`` of ``lr``; None: constant.
+        name: the history's key prefix (``f"{name}_grad_norm"``).
+    """
+
+    params: Sequence[torch.nn.Parameter]
+    lr: float
+    clip: float = 0.0
+    lr_factor: Callable[[int, int], float] | None = None
+    name: str = "separate"
+
+    def __post_init__(self) -> None:
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"separate group {self.name!r}: lr must be > 0, got {self.lr}")
+        if not (self.clip >= 0 and math.isfinite(self.clip)):
+            raise ValueError(
+                f"separate group {self.name!r}: clip must be >= 0, got {self.clip}")
+
+
 @dataclass
 class TrainResult:
     """What a loop run did: steps run in this call, resumed-from step, losses, seconds."""
@@ -127,6 +162,7 @@ def train(
     config: TrainConfig,
     teacher: Any = None,
     extra_param_groups: Sequence[dict[str, Any]] = (),
+    separate_groups: Sequence[SeparateGroup] = (),
     extra_loss: Callable[[int], torch.Tensor | None] | None = None,
     on_step: Callable[[int], None] | None = None,
     checkpoint_dir: Path | None = None,
@@ -148,7 +184,10 @@ def train(
         teacher: a :class:`~mpqbench.quant.teacher.TeacherCache` covering ``data``; None (or
             ``config.eta == 0``) disables the KL term.
         extra_param_groups: AdamW groups with their own ``lr`` (e.g. architecture logits);
-            their learning rates follow the same schedule.
+            their learning rates follow the same schedule, and they are clipped jointly
+            with the weights.
+        separate_groups: parameters with their own Adam, schedule and clipping
+            (:class:`SeparateGroup`); checkpointed and resumed with the rest.
         extra_loss: ``f(step) -> scalar`` added to the loss (e.g. a bit-budget penalty).
         on_step: called with the step index before each step's forward (e.g. annealing).
         checkpoint_dir: where to checkpoint every ``config.checkpoint_every`` steps and
@@ -170,7 +209,9 @@ def train(
     Returns:
         A :class:`TrainResult`. ``history`` has per step ``task``, ``kl`` (with a teacher),
         ``extra`` (with an extra term), ``loss`` and ``grad_norm`` (the gradient norm before
-        clipping, when ``config.grad_clip > 0``).
+        clipping, when ``config.grad_clip > 0``; of the weights and extra groups only when
+        there are separate groups), and ``f"{name}_grad_norm"`` for each separate group
+        that clips.
 
     Raises:
         TrainingDiverged: the loss became NaN or infinite (nothing is written at that step).
@@ -184,12 +225,16 @@ def train(
     check_precision(precision, model.device)
     ranks = _Ranks(batch_size, model.device)
     module = model.model
-    optimizer = _optimizer(module, config, extra_param_groups)
+    separate = list(separate_groups)
+    optimizer = _optimizer(module, config, extra_param_groups,
+                           exclude=[p for g in separate for p in g.params])
+    own = _separate_optimizers(separate, extra_param_groups)
     peak = [g["lr"] for g in optimizer.param_groups]
-    all_params = [p for g in optimizer.param_groups for p in g["params"]]
+    clipped = [p for g in optimizer.param_groups for p in g["params"]]
+    all_params = clipped + [p for g in separate for p in g.params]
     if config.checkpoint_every == 0:
         checkpoint_dir = None  # checkpointing off
-    start, history = _resume_or_seed(model, optimizer, checkpoint_dir, seed, desc)
+    start, history = _resume_or_seed(model, optimizer, checkpoint_dir, seed, desc, own)
     ranks.start_together(start, desc, module, all_params)
 
     use_kl = teacher is not None and config.eta > 0
@@ -201,6 +246,9 @@ def train(
             factor = lr_factor(step, steps, config.warmup_frac, config.min_lr_frac)
             for g, base in zip(optimizer.param_groups, peak, strict=True):
                 g["lr"] = base * factor
+            for group, opt in zip(separate, own, strict=True):
+                own_factor = 1.0 if group.lr_factor is None else group.lr_factor(step, steps)
+                opt.param_groups[0]["lr"] = group.lr * own_factor
             ranks.share_rng()
             if on_step is not None:
                 on_step(step)
@@ -222,12 +270,20 @@ def train(
                     "learning rate or check the data. Nothing was written for this step."
                 )
             optimizer.zero_grad(set_to_none=True)
+            for opt in own:
+                opt.zero_grad(set_to_none=True)
             loss.backward()
             ddp.average_gradients_(all_params)
             if config.grad_clip > 0:
-                norm = torch.nn.utils.clip_grad_norm_(all_params, config.grad_clip)
+                norm = torch.nn.utils.clip_grad_norm_(clipped, config.grad_clip)
                 parts["grad_norm"] = float(norm)
+            for group in separate:
+                if group.clip > 0:
+                    norm = torch.nn.utils.clip_grad_norm_(list(group.params), group.clip)
+                    parts[f"{group.name}_grad_norm"] = float(norm)
             optimizer.step()
+            for opt in own:
+                opt.step()
             parts["loss"] = total
             history.append(parts)
             bar.update(1)
@@ -235,45 +291,91 @@ def train(
             done = step + 1
             if (checkpoint_dir is not None
                     and done % config.checkpoint_every == 0 and done < steps):
-                _checkpoint(checkpoint_dir, done, model, optimizer, history)
+                _checkpoint(checkpoint_dir, done, model, optimizer, history, own)
         bar.close()
     return TrainResult(steps=steps - start, resumed_from=start, seconds=watch.seconds,
                        history=history)
 
 
+def _fused(params: Sequence[torch.nn.Parameter]) -> bool | None:
+    """True where every parameter is on the CPU or a CUDA device (None: torch's default)."""
+    return (bool(params) and all(p.device.type in ("cpu", "cuda") for p in params)) or None
+
+
 def _optimizer(module: torch.nn.Module, config: TrainConfig,
-               extra_param_groups: Sequence[dict[str, Any]]) -> torch.optim.AdamW:
-    """AdamW over the trainable weights (``config.lr``) and the extra groups (own lr).
+               extra_param_groups: Sequence[dict[str, Any]],
+               exclude: Sequence[torch.nn.Parameter] = ()) -> torch.optim.AdamW:
+    """AdamW over the trainable weights (``config.lr``) and the extra groups (own lr);
+    parameters in ``exclude`` (separate groups) are left out.
 
     The fused implementation (one kernel per parameter instead of a pass per arithmetic
     op) runs wherever every parameter is on the CPU or a CUDA device: on whisper-tiny.en
     it cut the optimizer step from 116 ms to 14 ms on a 2-core CPU (docs/FINDINGS.md).
     """
     special = {id(p) for g in extra_param_groups for p in g["params"]}
+    special |= {id(p) for p in exclude}
     weights = [p for p in module.parameters() if p.requires_grad and id(p) not in special]
     groups = [{"params": weights, "lr": config.lr, "weight_decay": config.weight_decay}]
     groups += [{"weight_decay": 0.0, **g, "params": list(g["params"])} for g in extra_param_groups]
     params = [p for g in groups for p in g["params"]]
-    fused = bool(params) and all(p.device.type in ("cpu", "cuda") for p in params)
     return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay,
-                             fused=fused or None)
+                             fused=_fused(params))
+
+
+def _separate_optimizers(groups: Sequence[SeparateGroup],
+                         extra_param_groups: Sequence[dict[str, Any]]) -> list[torch.optim.Adam]:
+    """One Adam per separate group.
+
+    Raises:
+        ValueError: a group without parameters, or a parameter in two groups (separate or
+            extra).
+    """
+    seen = {id(p) for g in extra_param_groups for p in g["params"]}
+    out = []
+    for group in groups:
+        params = list(group.params)
+        if not params:
+            raise ValueError(f"separate group {group.name!r} has no parameters")
+        ids = {id(p) for p in params}
+        if ids & seen or len(ids) != len(params):
+            raise ValueError(
+                f"separate group {group.name!r} shares a parameter with another group")
+        seen |= ids
+        out.append(torch.optim.Adam(params, lr=group.lr, fused=_fused(params)))
+    return out
 
 
 def _resume_or_seed(model: SpeechModel, optimizer: torch.optim.Optimizer,
-                    checkpoint_dir: Path | None, seed: int,
-                    desc: str) -> tuple[int, list[dict[str, float]]]:
-    """Load the newest valid checkpoint (model, optimizer, RNG, history) or seed the RNG.
+                    checkpoint_dir: Path | None, seed: int, desc: str,
+                    own: Sequence[torch.optim.Optimizer] = ()
+                    ) -> tuple[int, list[dict[str, float]]]:
+    """Load the newest valid checkpoint (model, optimizers, RNG, history) or seed the RNG.
+
+    ``own``: the separate groups' optimizers, restored from the checkpoint's
+    ``"separate_optimizers"``.
 
     Returns:
         ``(first step to run, history so far)``.
+
+    Raises:
+        ValueError: the checkpoint holds another number of separate optimizers than the
+            run has (e.g. made with separate groups, resumed without).
     """
     state = load_latest_checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
     if state is None:
         torch.manual_seed(seed)
         return 0, []
     start, ckpt = state
+    states = ckpt.get("separate_optimizers", [])
+    if len(states) != len(own):
+        raise ValueError(
+            f"{desc}: the checkpoint at step {start} holds {len(states)} separate "
+            f"optimizers, the run has {len(own)}; resume with the settings it was made "
+            "with or use a fresh checkpoint directory")
     model.model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
+    for opt, opt_state in zip(own, states, strict=True):
+        opt.load_state_dict(opt_state)
     torch.set_rng_state(ckpt["rng_cpu"])
     if model.device.type == "cuda" and "rng_cuda" in ckpt:
         torch.cuda.set_rng_state(ckpt["rng_cuda"], model.device)
@@ -282,8 +384,10 @@ def _resume_or_seed(model: SpeechModel, optimizer: torch.optim.Optimizer,
 
 
 def _checkpoint(checkpoint_dir: Path, done: int, model: SpeechModel,
-                optimizer: torch.optim.Optimizer, history: list[dict[str, float]]) -> None:
-    """Rank 0 writes the state after ``done`` steps (other ranks hold the same state)."""
+                optimizer: torch.optim.Optimizer, history: list[dict[str, float]],
+                own: Sequence[torch.optim.Optimizer] = ()) -> None:
+    """Rank 0 writes the state after ``done`` steps (other ranks hold the same state);
+    ``own``, the separate groups' optimizers, under ``"separate_optimizers"`` when any."""
     if not ddp.is_rank0():
         return
     ckpt = {
@@ -292,6 +396,8 @@ def _checkpoint(checkpoint_dir: Path, done: int, model: SpeechModel,
         "rng_cpu": torch.get_rng_state(),
         "history": history,
     }
+    if own:
+        ckpt["separate_optimizers"] = [opt.state_dict() for opt in own]
     if model.device.type == "cuda":
         ckpt["rng_cuda"] = torch.cuda.get_rng_state(model.device)
     save_checkpoint(checkpoint_dir, done, ckpt)
@@ -394,6 +500,7 @@ def _rank_loss(
 
 __all__ = [
     "DEFAULT_CHECKPOINT_EVERY",
+    "SeparateGroup",
     "TrainConfig",
     "TrainResult",
     "batch_indices",

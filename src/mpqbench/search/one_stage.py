@@ -6,8 +6,11 @@ Precision learning and quantized-parameter estimation in ONE training run:
    (:mod:`mpqbench.quant.supernet`): all candidate bit-widths quantize the same latent fp32
    weight, mixed by Gumbel-softmax weights of per-layer logits ``alpha``;
 2. the shared QAT loop (:func:`mpqbench.quant.qat.train`) trains weights (``train.lr``) and
-   logits (``arch_lr``, their own AdamW group, no weight decay, same warm-up/cosine
-   schedule) jointly for ``(1 - pass2_frac) * train_steps`` steps on
+   logits (``arch_lr``; by default their own AdamW group, no weight decay, same
+   warm-up/cosine schedule and gradient clip as the weights; ``arch_optimizer="separate"``
+   gives them their own Adam, schedule and clip, see
+   :mod:`mpqbench.method.supernet_search`) jointly for ``(1 - pass2_frac) * train_steps``
+   steps on
 
        task loss + eta * KL(teacher || student) + budget term,
 
@@ -34,7 +37,8 @@ bits (:meth:`Target.avg_bits_for` turns a compression-ratio target into T):
   near the target and the repair absorbs the small excess that remains;
 - ``"lagrangian"``: ``mu * (E - T)`` with the multiplier updated by projected dual ascent
   after each step, ``mu <- max(0, mu + dual_lr * (E - T))``: it grows while the budget is
-  exceeded, whatever the scale of the task loss.
+  exceeded, whatever the scale of the task loss, and stays at 0 -- no gradient at all --
+  while E <= T, so with ``logit_init="target"`` the budget constrains without dictating.
 
 Checkpoints: pass 2 checkpoints and resumes through
 :func:`~mpqbench.method.fixed_bits.qat_fixed_bits` when the workload has a checkpoint
@@ -46,12 +50,13 @@ does; a killed cell reruns the supernet from its start.
 Defaults and why: candidates {2, 4, 8} (DESIGN.md); soft mixing (the paper's
 Gumbel-softmax; ``hard=True`` gives the straight-through variant); tau 1.0 -> 0.1
 exponential (the paper's example); logits start at zero (every candidate equally likely,
-no prior on precision); ``arch_lr`` 0.02 -- Adam moves each logit by at most about arch_lr
-per step, so a few hundred steps can separate the candidates by several nats;
-``budget_weight`` 10 (a 0.1-bit excess costs 0.1 loss units, against a per-bit task-loss
-sensitivity well below that for most layers); ``pass2_frac`` 0.1 (a short fine-tune of the
-extracted sub-network, which the soft mixture never trained alone, and of layers the repair
-moved).
+no prior on precision; ``logit_init="target"`` starts every layer with its argmax nearest
+the target and E[bits] at the target); ``arch_lr`` 0.02 -- Adam moves each logit by at
+most about arch_lr per step, so a few hundred steps can separate the candidates by several
+nats; ``budget_weight`` 10 (a 0.1-bit excess costs 0.1 loss units, against a per-bit
+task-loss sensitivity well below that for most layers); ``pass2_frac`` 0.1 (a short
+fine-tune of the extracted sub-network, which the soft mixture never trained alone, and of
+layers the repair moved).
 
 Measured: the method needs a step budget in the hundreds on whisper-tiny.en to move its
 logits at all (docs/FINDINGS.md, "one_stage: the step budget decides").
@@ -76,7 +81,9 @@ from mpqbench.method.supernet_search import (
     BitBudget,
     SupernetSchedule,
     SupernetSearchConfig,
+    arch_training,
     fill_allocation,
+    initial_logits,
     repair_allocation,
 )
 from mpqbench.quant.accounting import layer_sizes
@@ -151,7 +158,7 @@ def run_one_stage(
     device = device_label(workload.device)
 
     prepare_supernet_(module, eligible, config.candidates, config.quantizer, hard=config.hard,
-                      tau=config.tau_start)
+                      tau=config.tau_start, init_logits=initial_logits(config, target_bits))
     layers = supernet_modules(module)  # by first path (a module at several paths once)
     layer_names = {id(m): n for n, m in layers.items()}
     by_name = {n: module.get_submodule(n) for n in eligible}
@@ -163,7 +170,7 @@ def run_one_stage(
     result1 = train(
         speech, workload.train, steps=steps1, batch_size=budget.batch_size, seed=budget.seed,
         config=config.train, teacher=workload.teacher,
-        extra_param_groups=[{"params": alphas, "lr": config.arch_lr}],
+        **arch_training(config, alphas),
         extra_loss=budget_term, on_step=schedule, desc="one-stage supernet",
         progress=workload.progress,
         precision=budget.precision, trim_window=budget.trim_window,
