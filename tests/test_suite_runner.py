@@ -140,6 +140,6 @@ def test_cli_dry_run_lists_cells_without_loading(corpus, tmp_path, capsys):
 
 
 def test_shipped_suites_validate():
-    for name in ("smoke", "default", "ablation", "paper"):
+    for name in ("smoke", "default", "default-full", "ablation", "paper"):
         suite = load_suite(name)
-        assert suite.references() and suite.compressed()
+        assert suite.references() and (suite.compressed() or suite.frontiers)
