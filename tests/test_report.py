@@ -380,3 +380,42 @@ def test_power_lines_per_seed_and_without_a_reference(tmp_path):
                 f"MAPSSWE at alpha 0.05 detects a WER increase of >= {pts:.2f} points") in text
     text = _render(tmp_path / "none", [cell])
     assert "- Power: cannot be computed: no 32-bit record of this model." in text
+
+
+def test_seed_spread_of_wer_and_of_frontiers(tmp_path):
+    from pathlib import Path
+
+    refs, cells = [], []
+    for seed in (0, 1, 2):
+        ref = make_reference(seed=0)
+        ref["config"]["budget"]["seed"] = seed
+        ref["config_hash"] = f"ref{seed}"
+        refs.append(ref)
+        cells.append(make_cell(ref, method="uniform", target_bits=4, avg_bits=4, cr=6.0,
+                               seed=seed, degrade=0.05 * seed, rng_seed=seed + 1))
+    cells.append(make_cell(refs[0], method="optuna", target_bits=4, avg_bits=4, cr=6.0))
+    loaded = load_records(write_records(tmp_path / "records", [*refs, *cells]))
+    table = records_table(loaded)
+    uniform = [r for r in loaded if r["config"]["method"] == "uniform"]
+    common = {"kind": "frontier", "model": uniform[0]["config"]["model"], "steps": [],
+              "decision_split": "dev", "spec": {"low": 2, "high": 8, "resolution": 1},
+              "max_cells": 5, "reason": "r", "lossy_cell": None}
+    frontiers = [{**common, "label": "uniform", "seed": seed, "status": "bracketed",
+                  "lossless_target": 4 + seed, "chosen_cell": Path(rec["_file"]).stem}
+                 for seed, rec in enumerate(uniform)]
+    frontiers.append({**common, "label": "optuna", "seed": 0, "status": "high_lossy",
+                      "lossless_target": None, "chosen_cell": None})
+    text = render_report(loaded, table, "t", {}, frontiers)
+    assert "spread over seeds" in text
+    for split in ("test-clean", "test-other"):
+        wers = [100 * r["splits"][split]["wer"] for r in uniform]
+        want = (f"{statistics.fmean(wers):.2f} ± {statistics.stdev(wers):.2f} "
+                f"({min(wers):.2f}-{max(wers):.2f})")
+        assert want in text
+    assert "| uniform | 4bit | 0, 1, 2 |" in text
+    spread = text[text.index("spread over seeds"):]
+    assert "| optuna | 4bit |" not in spread  # one seed: no spread row
+    assert "s0: 4 bits, 6.00x; s1: 5 bits, 6.00x; s2: 6 bits, 6.00x" in text
+    assert "5.00 ± 1.00 (4.00-6.00)" in text
+    single = render_report(loaded, table[table.seed == 0], "t", {})
+    assert "spread over seeds" not in single

@@ -34,6 +34,7 @@ from mpqbench.bench.plots import (
     plot_wer_vs_cr,
     sort_cells,
 )
+from mpqbench.bench.seed_spread import seed_section
 from mpqbench.bench.stats import format_p, lossless_compression_ratios, mapsswe_power
 from mpqbench.bench.table import device_of, load_records, records_table
 
@@ -384,6 +385,7 @@ def render_report(records: Sequence[Mapping[str, Any]], table: pd.DataFrame, nam
     for model in dict.fromkeys(cells.model):
         lines += [f"### {model}", "", *_summary_table(table, model), "",
                   *_power_section(records, table, model), ""]
+        lines += seed_section(table, model, frontiers, records)
     layer_lines = [ln for model in dict.fromkeys(cells.model)
                    for ln in _layer_section(records, table, model)]
     if layer_lines:
