@@ -13,15 +13,19 @@ from torch import nn
 from mpqbench.baselines.two_stage import TwoStageConfig, dnas_stage
 from mpqbench.method import Budget, Target, Workload, make_config, run_method
 from mpqbench.method.supernet_search import (
+    TRAJECTORY_POINTS,
     BitBudget,
+    SupernetSchedule,
     SupernetSearchConfig,
     arch_training,
     initial_logits,
+    supernet_schedule,
     target_init_logits,
 )
 from mpqbench.quant.accounting import layer_sizes
 from mpqbench.quant.allocation import allocation_for
-from mpqbench.quant.qat import TrainConfig, train
+from mpqbench.quant.layers import fake_quant_modules
+from mpqbench.quant.qat import TrainConfig, lr_factor, train
 from mpqbench.quant.supernet import prepare_supernet_, supernet_modules
 from mpqbench.quant.teacher import build_teacher_cache
 from mpqbench.search.one_stage import OneStageConfig
@@ -70,6 +74,12 @@ def supernet(init=None, candidates=(2, 4, 8)):
     ({"arch_min_lr_frac": 1.5}, "arch_min_lr_frac"),
     ({"arch_clip": -1.0}, "arch_clip"),
     ({"arch_clip": math.inf}, "arch_clip"),
+    ({"hard_from_frac": 1.5}, "hard_from_frac"),
+    ({"hard_from_frac": -0.1}, "hard_from_frac"),
+    ({"hard_from_frac": True}, "hard_from_frac"),
+    ({"learnable_scale_max_bits": 0}, "learnable_scale_max_bits"),
+    ({"learnable_scale_max_bits": 9}, "learnable_scale_max_bits"),
+    ({"learnable_scale_max_bits": 2.5}, "learnable_scale_max_bits"),
 ])
 @pytest.mark.parametrize("method", ["one_stage", "two_stage"])
 def test_new_fields_are_validated_by_both_methods(method, params, field):
@@ -78,8 +88,11 @@ def test_new_fields_are_validated_by_both_methods(method, params, field):
 
 
 def test_defaults_keep_the_search_as_it_was():
+    assert OneStageConfig().pass2_warmup_frac is None
+    assert OneStageConfig().pass2_train() == OneStageConfig().train
     for config in (OneStageConfig(), TwoStageConfig()):
         assert (config.logit_init, config.arch_optimizer) == ("zero", "joint")
+        assert (config.hard_from_frac, config.learnable_scale_max_bits) == (None, None)
         assert initial_logits(config, 4.0) is None
         assert arch_training(config, []) == {"extra_param_groups": [
             {"params": [], "lr": config.arch_lr}]}
@@ -231,3 +244,171 @@ def test_penalty_from_zero_init_drifts_every_layer_to_the_lowest_bits():
     # ... and Adam moved every layer alike, whatever its size
     first = next(iter(layers.values())).alpha
     assert all(torch.allclose(m.alpha, first, atol=1e-3) for m in layers.values())
+
+
+# ---- 4. the deployed sub-network trained: hard mixing late, pass 2 with its own warm-up ----
+
+
+def mixing_per_step(config: SupernetSearchConfig, steps: int = 6) -> list[list[torch.Tensor]]:
+    """Every layer's mixing weights y at each step of the shared loop under ``config``'s
+    schedule (read after the schedule's batched draw, before the forward)."""
+    speech, layers, _ = supernet()
+    for m in layers.values():
+        m.hard = config.hard  # as prepare_supernet_ sets it from the config
+    schedule = supernet_schedule(config, supernet_modules(speech.model).values(), steps)
+    seen: list[list[torch.Tensor]] = []
+
+    def on_step(step: int) -> None:
+        schedule(step)
+        seen.append([m.pending_mixing.detach().clone()
+                     for m in supernet_modules(speech.model).values()])
+
+    train(speech, utterances(), steps=steps, batch_size=2, seed=0,
+          config=TrainConfig(lr=1e-3, eta=0.0),
+          **arch_training(config, [m.alpha for m in layers.values()]), on_step=on_step,
+          progress=False)
+    return seen
+
+
+def one_hot(y: torch.Tensor) -> bool:
+    return bool(((y == 0) | (y == 1)).all() and y.sum() == 1)
+
+
+def test_hard_from_half_way_is_soft_before_and_one_hot_after():
+    seen = mixing_per_step(SupernetSearchConfig(hard_from_frac=0.5, tau_end=0.5))
+    assert [all(one_hot(y) for y in step) for step in seen] == [False] * 3 + [True] * 3
+    assert all(not one_hot(y) and float(y.min()) > 0 for step in seen[:3] for y in step)
+
+
+@pytest.mark.parametrize("frac", [None, 0.5, 1.0])
+def test_hard_true_is_hard_throughout_and_one_never_switches(frac):
+    seen = mixing_per_step(SupernetSearchConfig(hard=True, hard_from_frac=frac))
+    assert all(one_hot(y) for step in seen for y in step)
+    soft = mixing_per_step(SupernetSearchConfig(hard_from_frac=1.0, tau_end=0.5))
+    assert not any(one_hot(y) for step in soft for y in step)
+
+
+def test_dnas_switches_to_hard_at_the_step(monkeypatch):
+    flags = []
+    real = SupernetSchedule.__call__
+
+    def call(self, step):
+        real(self, step)
+        flags.append({m.hard for m in self.layers})
+
+    monkeypatch.setattr(SupernetSchedule, "__call__", call)
+    stage = dnas_stage(workload(), Budget(train_steps=1, batch_size=2, search_budget=4),
+                       TwoStageConfig(hard_from_frac=0.5), 4.0)
+    assert flags == [{False}, {False}, {True}, {True}]
+    assert stage.info["trajectory"]["hard_from_step"] == 2
+
+
+@pytest.mark.parametrize(("train_steps", "frac"), [(10, 0.5), (7, 0.3), (5, 0.1), (3, 0.0)])
+def test_pass2_is_a_share_of_the_step_budget_with_its_own_warm_up(monkeypatch, train_steps,
+                                                                    frac):
+    """The two stages spend exactly train_steps; pass 2's lr warms up over its share."""
+    lrs: list[float] = []
+    real_step = torch.optim.AdamW.step
+
+    def step(self, *args, **kwargs):
+        lrs.append(self.param_groups[0]["lr"])  # the weights' group
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", step)
+    train_config = TrainConfig(lr=1e-3, warmup_frac=0.1, min_lr_frac=0.0)
+    config = OneStageConfig(pass2_frac=frac, pass2_warmup_frac=0.4, train=train_config)
+    result = run_method("one_stage", workload(), Target(avg_bits=4.0),
+                        Budget(train_steps=train_steps, batch_size=2, seed=0), config)
+    steps1, steps2 = result.info["steps"]["supernet"], result.info["steps"]["pass2"]
+    assert steps1 + steps2 == train_steps == result.qat_steps == len(lrs)
+    assert steps2 == round(frac * train_steps)
+    expected1 = [1e-3 * lr_factor(s, steps1, 0.1, 0.0) for s in range(steps1)]
+    expected2 = [1e-3 * lr_factor(s, steps2, 0.4, 0.0) for s in range(steps2)]
+    assert lrs == pytest.approx(expected1 + expected2, rel=1e-12)
+    if steps2 >= 3:
+        assert lrs[steps1] < lrs[steps1 + 1] and round(0.4 * steps2) >= 2  # warming up
+    default = OneStageConfig(pass2_frac=frac, train=train_config).pass2_train()
+    assert default.warmup_frac == 0.1  # None: the train config's, as before
+
+
+def test_pass2_warmup_frac_is_validated():
+    for bad in (1.0, -0.1, "0.2"):
+        with pytest.raises(ValueError, match=r"one_stage\.pass2_warmup_frac"):
+            make_config("one_stage", {"pass2_warmup_frac": bad})
+
+
+# ---- 5. low-bit candidates with learnable scales, through both methods ------------------------
+
+
+def test_one_stage_extracts_learned_low_bit_scales_and_trains_them_in_pass_2():
+    wl = workload()
+    config = OneStageConfig(learnable_scale_max_bits=4, pass2_frac=0.5, logit_init="target")
+    result = run_method("one_stage", wl, Target(avg_bits=4.0), Budget(train_steps=4,
+                                                                      batch_size=2), config)
+    quantized = fake_quant_modules(wl.model.model)
+    assert set(quantized) == set(wl.eligible)
+    for name, b in result.allocation.layers.items():
+        layer = quantized[name]
+        assert layer.spec.learnable_scale == (b <= 4), (name, b)
+        assert (layer.scale is not None) == (b <= 4)
+    assert any(b <= 4 for b in result.allocation.layers.values())
+
+
+def test_two_stage_learns_dnas_scales_with_frozen_weights_and_lsq_in_stage_2():
+    wl = workload()
+    before = {n: p.detach().clone() for n, p in wl.model.model.named_parameters()}
+    stage = dnas_stage(wl, Budget(train_steps=1, batch_size=2, search_budget=2),
+                       TwoStageConfig(learnable_scale_max_bits=2), 4.0)
+    after = dict(wl.model.model.named_parameters())
+    assert set(after) == set(before)  # the scales went with the supernet
+    assert all(torch.equal(after[n], before[n]) for n in before)  # weights frozen
+    assert stage.steps == 2
+    config = TwoStageConfig(learnable_scale_max_bits=3, candidates=(2, 4, 8))
+    result = run_method("two_stage", wl, Target(avg_bits=4.0),
+                        Budget(train_steps=1, batch_size=2, search_budget=2), config)
+    quantized = fake_quant_modules(wl.model.model)
+    assert {quantized[n].spec.learnable_scale == (b <= 3)
+            for n, b in result.allocation.layers.items()} == {True}
+
+
+# ---- 6. the trajectory ---------------------------------------------------------------------
+
+
+def test_trajectory_is_subsampled_to_at_most_the_points_with_first_and_last():
+    _, layers, _ = supernet(target_init_logits((2, 4, 8), 4.0))
+    schedule = SupernetSchedule(list(layers.values()), 450, 1.0, 0.1, "exponential")
+    for step in range(450):
+        schedule(step)
+    traj = schedule.trajectory([4.0] * 450)
+    steps = traj["step"]
+    assert len(steps) == TRAJECTORY_POINTS and steps[0] == 0 and steps[-1] == 449
+    assert steps == sorted(set(steps))
+    assert all(len(traj[k]) == len(steps) for k in (
+        "tau", "expected_avg_bits", "logit_spread_max", "logit_spread_mean"))
+    init = target_init_logits((2, 4, 8), 4.0)
+    assert traj["logit_spread_max"][0] == pytest.approx(max(init) - min(init), rel=1e-6)
+    assert traj["tau"][0] == 1.0 and traj["tau"][-1] == pytest.approx(0.1)
+    assert traj["hard_from_step"] is None
+    short = SupernetSchedule(list(layers.values()), 3, 1.0, 0.1, "linear")
+    for step in range(3):
+        short(step)
+    assert short.trajectory()["step"] == [0, 1, 2]
+    assert short.trajectory()["expected_avg_bits"] == [None] * 3
+
+
+def test_one_stage_and_dnas_info_carry_the_trajectory():
+    config = OneStageConfig(pass2_frac=0.0, arch_lr=0.5)
+    result = run_method("one_stage", workload(), Target(avg_bits=3.0),
+                        Budget(train_steps=4, batch_size=2, seed=0), config)
+    traj = result.info["trajectory"]
+    assert traj["step"] == [0, 1, 2, 3]
+    samples = [v for _, v in result.info["expected_avg_bits"]["samples"]]
+    assert traj["expected_avg_bits"] == samples  # the budget term's, at each step
+    assert traj["logit_spread_max"][0] == 0.0  # zero init
+    assert traj["logit_spread_max"][-1] > 0.0 and all(
+        mean <= top for mean, top in zip(traj["logit_spread_mean"], traj["logit_spread_max"],
+                                         strict=True))
+    stage = dnas_stage(workload(), Budget(train_steps=1, batch_size=2, search_budget=3),
+                       TwoStageConfig(), 4.0)
+    assert stage.info["trajectory"]["step"] == [0, 1, 2]
+    assert stage.info["trajectory"]["expected_avg_bits"][0] == pytest.approx(14 / 3, rel=1e-6)

@@ -13,8 +13,10 @@ whose average bits (weighted by layer size) meet the target. Three stage-1 choic
   bit-budget term, :class:`mpqbench.method.supernet_search.BitBudget`: penalty
   ``budget_weight * relu(E[avg bits] - target)^2`` or a Lagrangian), with the Gumbel-softmax
   temperature annealed from ``tau_start`` to ``tau_end`` (and the shared search's
-  switches: ``logit_init``, ``arch_optimizer``, see
-  :mod:`mpqbench.method.supernet_search`). The DNAS defaults are the
+  switches: ``logit_init``, ``arch_optimizer``, ``hard_from_frac``,
+  ``learnable_scale_max_bits``, see :mod:`mpqbench.method.supernet_search`; with the
+  last, the low-bit candidates' scales learn while the weights stay frozen, and are
+  dropped with the supernet). The DNAS defaults are the
   one-stage defaults, so the two searches differ only in the frozen weights (and in
   ``search_budget`` steps instead of ``train_steps``). Cost c_l(b) = -log softmax(alpha_l)_b. With
   independent per-layer categoricals, sum_l c_l(b_l) is the negative log-probability of the
@@ -36,7 +38,9 @@ whose average bits (weighted by layer size) meet the target. Three stage-1 choic
 
 Stage 2, ``"qat"``: :func:`mpqbench.method.fixed_bits.qat_fixed_bits` for
 ``budget.train_steps`` steps with the allocation fixed -- exactly the uniform baseline's
-loop, so the methods differ only in their allocation.
+loop, so the methods differ only in their allocation (with ``learnable_scale_max_bits``
+set, whatever ``stage1``, the layers at b <= it learn LSQ scales, initialised by the
+quantizer's scale method, as one_stage's extracted low-bit layers do).
 """
 
 from __future__ import annotations
@@ -64,6 +68,7 @@ from mpqbench.method.supernet_search import (
     arch_training,
     fill_allocation,
     initial_logits,
+    supernet_schedule,
 )
 from mpqbench.quant.accounting import layer_sizes
 from mpqbench.quant.allocation import Allocation
@@ -72,10 +77,9 @@ from mpqbench.quant.formats import Quantizer
 from mpqbench.quant.layers import replace_modules_
 from mpqbench.quant.qat import TrainConfig, batch_indices, train
 from mpqbench.quant.supernet import (
-    anneal_tau,
     expected_average_bits,
     prepare_supernet_,
-    set_tau_,
+    supernet_modules,
 )
 from mpqbench.timing import device_label, stage_timer
 
@@ -232,16 +236,16 @@ def dnas_stage(
             p.requires_grad_(False)
         prepare_supernet_(module, names, config.candidates, spec, hard=config.hard,
                           tau=config.tau_start,
-                          init_logits=initial_logits(config, target_bits))
+                          init_logits=initial_logits(config, target_bits),
+                          learnable_scale_max_bits=config.learnable_scale_max_bits)
         layers = {n: module.get_submodule(n) for n in names}
         alphas = list({id(m.alpha): m.alpha for m in layers.values()}.values())
         budget_term = BitBudget(layers, sizes, target_bits, mode=config.budget_mode,
                                 weight=config.budget_weight, dual_lr=config.dual_lr)
 
-        def on_step(step: int) -> None:
-            set_tau_(module, anneal_tau(step, steps, config.tau_start, config.tau_end,
-                                        config.anneal))
-
+        # tau (and hard_from_frac) for every supernet layer; each draws at its forward
+        on_step = supernet_schedule(config, supernet_modules(module).values(), steps,
+                                    sample=False)
         result = train(
             workload.model, workload.train, steps=steps, batch_size=budget.batch_size,
             seed=budget.seed, config=config.train, teacher=workload.teacher,
@@ -267,6 +271,7 @@ def dnas_stage(
         "probabilities": {n: [float(x) for x in lp.exp()] for n, lp in logp.items()},
         "expected_avg_bits": expected,
         "expected_avg_bits_first": budget_term.expected[0] if budget_term.expected else None,
+        "trajectory": on_step.trajectory(budget_term.expected),
         "final_loss": result.history[-1] if result.history else None,
     }
     return Stage1(costs, steps=result.steps, info=info)
@@ -318,6 +323,7 @@ def run_two_stage(
     qat, result = qat_fixed_bits(
         workload, allocation, quantizer=config.quantizer, budget=budget,
         train_config=config.train, desc=f"two-stage ({config.stage1}) QAT",
+        learnable_scale_max_bits=config.learnable_scale_max_bits,
     )
     info = {
         "stage1": config.stage1,

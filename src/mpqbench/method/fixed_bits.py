@@ -2,12 +2,42 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+from torch import nn
+
 from mpqbench.method.interface import Budget, StageTiming, Workload
 from mpqbench.quant.allocation import Allocation
 from mpqbench.quant.formats import Quantizer
-from mpqbench.quant.layers import prepare_
+from mpqbench.quant.layers import fake_quant_twins, prepare_, replace_modules_
 from mpqbench.quant.qat import TrainConfig, TrainResult, train
 from mpqbench.timing import device_label
+
+
+def prepare_low_bit_lsq_(
+    module: nn.Module, allocation: Allocation, quantizer: Quantizer,
+    learnable_scale_max_bits: int | None = None,
+) -> nn.Module:
+    """``prepare_`` with learnable (LSQ) scales on the layers at <= ``learnable_scale_max_bits``.
+
+    Every layer the allocation quantizes gets ``quantizer`` at its bits; with
+    ``learnable_scale_max_bits`` set, a layer at b <= it gets ``learnable_scale=True`` too
+    (its scale initialised by ``quantizer.scale_method``; the others keep
+    ``quantizer.learnable_scale``). None: exactly ``prepare_(module, allocation,
+    quantizer)``.
+
+    Raises:
+        ValueError: what ``prepare_`` refuses.
+    """
+    if learnable_scale_max_bits is None:
+        return prepare_(module, allocation, quantizer)
+    allocation.check_model(module)
+    specs = {name: dataclasses.replace(
+                 quantizer.at(b),
+                 learnable_scale=quantizer.learnable_scale or b <= learnable_scale_max_bits)
+             for name, b in allocation.quantized.items()}
+    replace_modules_(module, fake_quant_twins(module, specs))
+    return module
 
 
 def qat_fixed_bits(
@@ -21,6 +51,7 @@ def qat_fixed_bits(
     stage: str = "qat",
     steps: int | None = None,
     prepare: bool = True,
+    learnable_scale_max_bits: int | None = None,
 ) -> tuple[StageTiming, TrainResult]:
     """Fake-quantize ``workload.model`` per ``allocation`` and train it for the budget's steps.
 
@@ -36,6 +67,8 @@ def qat_fixed_bits(
             stages (default: all of them).
         prepare: False when the model already holds the allocation's fake-quantized layers
             (e.g. extracted from a supernet); then ``quantizer`` is not used.
+        learnable_scale_max_bits: layers at b <= this get learnable (LSQ) scales
+            (:func:`prepare_low_bit_lsq_`); None (default): ``quantizer`` alone decides.
 
     With ``workload.checkpoint_dir`` set, the loop checkpoints to ``checkpoint_dir / stage``
     every ``train_config.checkpoint_every`` steps (none when it is 0) and resumes from the
@@ -47,7 +80,8 @@ def qat_fixed_bits(
         too) and the loop's result.
     """
     if prepare:
-        prepare_(workload.model.model, allocation, quantizer)
+        prepare_low_bit_lsq_(workload.model.model, allocation, quantizer,
+                             learnable_scale_max_bits)
     checkpoint_dir = None
     if workload.checkpoint_dir is not None:
         checkpoint_dir = workload.checkpoint_dir / stage
@@ -68,4 +102,4 @@ def qat_fixed_bits(
     return timing, result
 
 
-__all__ = ["qat_fixed_bits"]
+__all__ = ["prepare_low_bit_lsq_", "qat_fixed_bits"]

@@ -28,7 +28,24 @@ Switches (issue 15; each default keeps the search as it was before the switch ex
   on the weights' gradient norm) or ``"separate"`` (their own Adam at ``arch_lr``, clipped
   to ``arch_clip`` alone, on ``arch_schedule``: ``"constant"`` or ``"warmup_cosine"``
   from 0 to ``arch_lr`` over ``arch_warmup_frac`` of the steps, then down to
-  ``arch_min_lr_frac * arch_lr``, never to zero).
+  ``arch_min_lr_frac * arch_lr``, never to zero);
+- ``hard_from_frac``: None (the mixing is soft, or hard throughout with ``hard=True``) or
+  a share f in [0, 1] of the supernet stage's steps: from step ``round(f * steps)`` on the
+  Gumbel-softmax mixing is hard straight-through (the forward uses exactly one candidate,
+  the deployed kind of sub-network, with the soft gradient to the logits), soft before;
+  f = 1 never switches, f = 0 is hard throughout. ``hard=True`` stays hard throughout
+  whatever f (:class:`SupernetSchedule` switches the layers' ``hard`` at that step);
+- ``learnable_scale_max_bits``: None (every candidate's scale derived from the weight on
+  every forward) or m: candidates with b <= m learn an LSQ scale (per output channel under
+  ``per_channel``), initialised by the quantizer's scale method; an extracted layer at
+  such bits keeps the learned scale (:mod:`mpqbench.quant.supernet`). In two_stage the
+  DNAS candidates learn their scales while the weights stay frozen, and stage 2 trains
+  layers at b <= m with learnable scales too.
+
+The supernet stage's trajectory (:meth:`SupernetSchedule.trajectory`, in each method's
+info): at most :data:`TRAJECTORY_POINTS` steps, first and last included, with tau,
+E[average bits] (the budget term's, at that step) and the logit spread (max - min of a
+layer's logits: the largest over layers and the mean), for plots of the search over steps.
 
 The budget term is size-weighted (E weighs each layer by its N_l). ``"lagrangian"`` is
 a constraint that does not dictate: the multiplier is projected onto mu >= 0 after every
@@ -59,6 +76,7 @@ from mpqbench.quant.supernet import (
     ExpectedBits,
     anneal_tau,
     check_candidates,
+    check_learnable_scale_max_bits,
     sample_mixing_,
 )
 
@@ -71,6 +89,8 @@ LOGIT_INITS: tuple[str, ...] = ("zero", "target")
 ARCH_OPTIMIZERS: tuple[str, ...] = ("joint", "separate")
 #: The logits' learning-rate schedules under ``arch_optimizer="separate"``.
 ARCH_SCHEDULES: tuple[str, ...] = ("constant", "warmup_cosine")
+#: Most steps :meth:`SupernetSchedule.trajectory` records (first and last included).
+TRAJECTORY_POINTS = 200
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -126,6 +146,16 @@ class SupernetSearchConfig:
     arch_clip: float = field(
         default=1.0, metadata={"help": "separate: max gradient norm of the logits (0: off)"}
     )
+    hard_from_frac: float | None = field(
+        default=None,
+        metadata={"help": "hard straight-through mixing from this share of the supernet "
+                          "steps on (None: never; hard=True: throughout)"},
+    )
+    learnable_scale_max_bits: int | None = field(
+        default=None,
+        metadata={"help": "candidates with at most this many bits learn an LSQ scale "
+                          "(None: off)"},
+    )
 
     def __post_init__(self) -> None:
         what = self.config_name
@@ -163,6 +193,11 @@ class SupernetSearchConfig:
                 f"to zero), got {self.arch_min_lr_frac!r}")
         if not _number_in(self.arch_clip, 0.0, math.inf, upper_open=True):
             raise ValueError(f"{what}.arch_clip must be >= 0 (0: off), got {self.arch_clip!r}")
+        if self.hard_from_frac is not None and not _number_in(self.hard_from_frac, 0.0, 1.0):
+            raise ValueError(f"{what}.hard_from_frac must be None or in [0, 1], got "
+                             f"{self.hard_from_frac!r}")
+        check_learnable_scale_max_bits(self.learnable_scale_max_bits,
+                                       what=f"{what}.learnable_scale_max_bits")
 
     def arch_lr_factor(self, step: int, total: int) -> float:
         """The logits' learning rate at ``step`` of ``total`` as a share of ``arch_lr``
@@ -365,26 +400,94 @@ class BitBudget:
 
 
 class SupernetSchedule:
-    """The loop's ``on_step``: anneal tau, then draw every layer's Gumbel noise (batched).
+    """The loop's ``on_step``: anneal tau, switch to hard mixing, draw every layer's Gumbel
+    noise (batched), and record the trajectory.
 
     Args:
-        layers: the supernet layers.
+        layers: the supernet layers (each once).
         total: steps of the supernet stage (tau reaches ``end`` at the last one).
         start, end, kind: see :func:`~mpqbench.quant.supernet.anneal_tau`.
+        hard: the layers' mixing before ``hard_from_frac`` (``True``: hard throughout).
+        hard_from_frac: None (the layers' ``hard`` is left as it is) or the share of
+            ``total`` from which on the mixing is hard: step ``round(frac * total)``.
+        sample: draw the Gumbel noise of every layer once per step (one_stage); False
+            leaves each layer to draw at its forward (two_stage DNAS).
+        points: most steps recorded for :meth:`trajectory`.
     """
 
     def __init__(self, layers: list[Any], total: int, start: float, end: float,
-                 kind: str) -> None:
+                 kind: str, *, hard: bool = False, hard_from_frac: float | None = None,
+                 sample: bool = True, points: int = TRAJECTORY_POINTS) -> None:
         self.layers, self.total = layers, total
         self.start, self.end, self.kind = start, end, kind
+        self.hard, self.sample = bool(hard), bool(sample)
+        #: first hard step under ``hard_from_frac`` (None: the switch is off)
+        self.hard_from_step = (None if hard_from_frac is None
+                               else round(hard_from_frac * total))
         self.taus: list[float] = []
+        n = min(points, total)
+        self._record = ({round(i * (total - 1) / (n - 1)) for i in range(n)} if n > 1
+                        else set(range(n)))
+        self.recorded: list[dict[str, float]] = []
+
+    def hard_at(self, step: int) -> bool:
+        """Whether the mixing of ``step`` is hard straight-through."""
+        if self.hard or self.hard_from_step is None:
+            return self.hard
+        return step >= self.hard_from_step
 
     def __call__(self, step: int) -> None:
         tau = anneal_tau(step, self.total, self.start, self.end, self.kind)
         self.taus.append(tau)
+        switch = self.hard_from_step is not None
+        hard = self.hard_at(step)
         for layer in self.layers:
             layer.tau = tau
-        sample_mixing_(self.layers)
+            if switch:
+                layer.hard = hard
+        if step in self._record:
+            self.recorded.append({"step": step, "tau": tau, **logit_spread(self.layers)})
+        if self.sample:
+            sample_mixing_(self.layers)
+
+    def trajectory(self, expected: Sequence[float] = ()) -> dict[str, Any]:
+        """The recorded steps as columns: ``step``, ``tau``, ``expected_avg_bits`` (from
+        ``expected``, the budget term's per-step values; None where it has none),
+        ``logit_spread_max`` and ``logit_spread_mean``, and ``hard_from_step``."""
+        rows = self.recorded
+        return {
+            "step": [r["step"] for r in rows],
+            "tau": [r["tau"] for r in rows],
+            "expected_avg_bits": [expected[r["step"]] if r["step"] < len(expected) else None
+                                  for r in rows],
+            "logit_spread_max": [r["max"] for r in rows],
+            "logit_spread_mean": [r["mean"] for r in rows],
+            "hard_from_step": self.hard_from_step,
+        }
+
+
+def logit_spread(layers: Sequence[Any]) -> dict[str, float]:
+    """max - min of each layer's logits: ``{"max": largest over layers, "mean": mean}``
+    (both 0 for a layer with one candidate or equal logits)."""
+    with torch.no_grad():
+        alphas = [m.alpha.detach() for m in layers]
+        if not alphas:
+            return {"max": 0.0, "mean": 0.0}
+        if len({a.shape for a in alphas}) == 1:
+            stacked = torch.stack(alphas)
+            spread = stacked.amax(dim=-1) - stacked.amin(dim=-1)
+        else:
+            spread = torch.stack([a.amax() - a.amin() for a in alphas])
+        values = torch.stack([spread.max(), spread.mean()]).tolist()
+    return {"max": values[0], "mean": values[1]}
+
+
+def supernet_schedule(config: SupernetSearchConfig, layers: Sequence[Any], total: int, *,
+                      sample: bool = True) -> SupernetSchedule:
+    """The :class:`SupernetSchedule` of ``config`` over ``total`` steps of ``layers``."""
+    return SupernetSchedule(list(layers), total, config.tau_start, config.tau_end,
+                            config.anneal, hard=config.hard,
+                            hard_from_frac=config.hard_from_frac, sample=sample)
 
 
 def repair_allocation(
@@ -527,6 +630,7 @@ __all__ = [
     "LOGIT_INITS",
     "TARGET_INIT_END_INSET",
     "TARGET_INIT_SLACK",
+    "TRAJECTORY_POINTS",
     "BitBudget",
     "SupernetSchedule",
     "SupernetSearchConfig",
@@ -534,6 +638,8 @@ __all__ = [
     "check_fill_tolerance",
     "fill_allocation",
     "initial_logits",
+    "logit_spread",
     "repair_allocation",
+    "supernet_schedule",
     "target_init_logits",
 ]

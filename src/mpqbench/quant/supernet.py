@@ -70,8 +70,28 @@ one custom autograd function vectorised across candidates:
   close to uniform QAT's.
 
 Frozen weights (two-stage DNAS): with ``requires_grad=False`` on W the backward computes
-only dL/dalpha. Learnable scales (LSQ) are not supported in the supernet (scales are derived
-from the weight on every forward).
+only dL/dalpha.
+
+**Learnable scales of low-bit candidates** (``learnable_scale_max_bits``, default None: off).
+By default every candidate's scale is derived from the weight on every forward (a
+learnable-scale :class:`Quantizer` is refused). With ``learnable_scale_max_bits = m`` every
+candidate with b <= m gets its own learnable scale Parameter (keep-dim, one per output
+channel under ``per_channel``, one per tensor under ``per_tensor``), initialised by the
+quantizer's scale method at that b and stored in ``lsq_scales[str(b)]``; that candidate is
+quantized by :func:`~mpqbench.quant.primitives.fake_quantize_lsq` -- the LSQ primitive and
+gradient scale of :class:`~mpqbench.quant.layers.QuantLinear`'s ``learnable_scale`` -- and
+added to the vectorised mix of the other candidates, so W~ = sum_{b_i > m} y_i Q_{b_i}(W)
++ sum_{b_i <= m} y_i Q^LSQ_{b_i}(W; s_i). Each scale gets the gradient y_i dL/dQ_i through
+LSQ (zero in a hard step that did not pick it); it trains with the weights (any parameter
+with ``requires_grad`` is a weight to the shared loop). Eval mode and :func:`extract_` use
+the learned scale: an extracted layer at a learnable candidate's bits is a
+learnable-scale fake-quant layer holding *that* scale Parameter (the same object), so its
+output equals the supernet's candidate output, bit for bit, and the packed export stores
+it. A :class:`SupernetEmbedding` learns per-row scales the same way (the per-row lookup
+gathers the scales of the rows it reads, as ``QuantEmbedding`` does). Cost: each learnable
+candidate is its own LSQ graph (a few elementwise passes, and its STE mask and d out/d s,
+two weight-sized tensors, kept until the backward). Without the switch the layers hold no
+scale Parameter and compute exactly what they computed before it.
 
 Expected bits for budget terms: :meth:`_SupernetMixin.expected_bits` = sum_i softmax(alpha)_i
 b_i (no noise, no temperature), differentiable in alpha.
@@ -79,6 +99,7 @@ b_i (no noise, no temperature), differentiable in alpha.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import math
@@ -103,7 +124,15 @@ from mpqbench.quant.layers import (
     _TiedToFakeQuantTable,
     replace_modules_,
 )
-from mpqbench.quant.primitives import SIGN_STE_CLIP, absmax, choose_scale, fake_quantize, qrange
+from mpqbench.quant.primitives import (
+    SIGN_STE_CLIP,
+    absmax,
+    choose_scale,
+    fake_quantize,
+    fake_quantize_lsq,
+    lsq_grad_factor,
+    qrange,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +157,21 @@ def check_candidates(candidates: Sequence[int], *, what: str = "candidates") -> 
     if len(set(values)) != len(values):
         raise ValueError(f"{what}: duplicated bit-width in {list(values)}")
     return tuple(sorted(values))
+
+
+def check_learnable_scale_max_bits(value: object, *,
+                                   what: str = "learnable_scale_max_bits") -> int | None:
+    """Validate ``learnable_scale_max_bits``: None (off) or a bit-width in 1..8.
+
+    Raises:
+        ValueError: naming ``what`` and the value.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 8:
+        raise ValueError(f"{what} must be None (off) or an integer bit-width in 1..8, got "
+                         f"{value!r}")
+    return value
 
 
 def anneal_tau(step: int, total: int, start: float, end: float, kind: str = "exponential") -> float:
@@ -350,10 +394,13 @@ class _SupernetMixin:
     hard: bool
     keep_candidates: bool
     pending_mixing: torch.Tensor | None
+    learnable_bits: tuple[int, ...]
+    lsq_scales: nn.ParameterDict | None
 
     def _init_supernet(
         self, candidates: Sequence[int], quantizer: Quantizer, *, hard: bool, tau: float,
         init_logits: Sequence[float] | None, keep_candidates: bool,
+        learnable_scale_max_bits: int | None = None,
     ) -> None:
         if not isinstance(quantizer, Quantizer):
             raise ValueError(f"supernet layers take a Quantizer (no bits: the candidates give "
@@ -361,8 +408,10 @@ class _SupernetMixin:
         if quantizer.learnable_scale:
             raise ValueError(
                 "supernet layers derive scales from the weight on every forward; "
-                "learnable scales (Quantizer.learnable_scale) are not supported"
+                "learnable scales (Quantizer.learnable_scale) are not supported: give "
+                "learnable_scale_max_bits to learn the scales of the low-bit candidates"
             )
+        max_bits = check_learnable_scale_max_bits(learnable_scale_max_bits)
         self.candidates = check_candidates(candidates)
         self.quantizer = quantizer
         self.hard = bool(hard)
@@ -380,6 +429,31 @@ class _SupernetMixin:
         self.register_buffer("bit_values", bit_values, persistent=False)  # type: ignore
         self.register_buffer("qmax_values", qmax, persistent=False)  # type: ignore
         self.register_buffer("qmin_values", -qmax, persistent=False)  # type: ignore
+        self._init_learnable_scales(max_bits)
+
+    def _init_learnable_scales(self, max_bits: int | None) -> None:
+        """One LSQ scale Parameter per candidate with b <= ``max_bits`` (none when None),
+        initialised by the quantizer's scale method; the other candidates' positions and
+        qmin/qmax, for the vectorised mix of the rest."""
+        self.learnable_scale_max_bits = max_bits
+        self.learnable_bits = tuple(b for b in self.candidates
+                                    if max_bits is not None and b <= max_bits)
+        if not self.learnable_bits:
+            self.lsq_scales = None
+            return
+        spec = self.quantizer
+        with torch.no_grad():
+            w = self.weight.detach()
+            self.lsq_scales = nn.ParameterDict({
+                str(b): nn.Parameter(choose_scale(w, b, spec.granularity, spec.scale_method))
+                for b in self.learnable_bits})
+        fixed = [i for i, b in enumerate(self.candidates) if b not in self.learnable_bits]
+        self._fixed_bits = tuple(self.candidates[i] for i in fixed)
+        self._learnable_positions = tuple(
+            (i, b) for i, b in enumerate(self.candidates) if b in self.learnable_bits)
+        device = self.weight.device
+        index = torch.tensor(fixed, dtype=torch.long, device=device)
+        self.register_buffer("fixed_index", index, persistent=False)  # type: ignore
 
     # -- architecture views --
     def probabilities(self) -> torch.Tensor:
@@ -411,20 +485,57 @@ class _SupernetMixin:
         y, self.pending_mixing = self.pending_mixing, None
         if not self.training:
             b = self.argmax_bits()
+            if b in self.learnable_bits:
+                return self._lsq_candidate(w, b)
             return fake_quantize(w, choose_scale(w.detach(), b, spec.granularity,
                                                  spec.scale_method), b)
         if y is None:
             y, _ = gumbel_softmax_weights(self.alpha, self.tau, self.hard)
         return self._mix(w, y)
 
-    def _mix(self, w: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """sum_i y_i Q_{b_i}(w) with this layer's candidates, quantizer and memory setting."""
+    def _mix(self, w: torch.Tensor, y: torch.Tensor,
+             row_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """sum_i y_i Q_{b_i}(w) with this layer's candidates, quantizer and memory setting.
+
+        Learnable-scale candidates are added one by one to the vectorised mix of the rest;
+        ``row_ids``: ``w`` is the rows of an embedding table gathered at these ids (their
+        learnable scales are gathered with them)."""
         spec = self.quantizer
-        qmin, qmax = self.qmin_values, self.qmax_values
-        if qmax.dtype != w.dtype:
-            qmin, qmax = qmin.to(w.dtype), qmax.to(w.dtype)
-        return mixed_fake_quantize(w, y, self.candidates, spec.granularity, spec.scale_method,
-                                   qmax, keep_candidates=self.keep_candidates, qmin=qmin)
+        if not self.learnable_bits:
+            qmin, qmax = self.qmin_values, self.qmax_values
+            if qmax.dtype != w.dtype:
+                qmin, qmax = qmin.to(w.dtype), qmax.to(w.dtype)
+            return mixed_fake_quantize(w, y, self.candidates, spec.granularity,
+                                       spec.scale_method, qmax,
+                                       keep_candidates=self.keep_candidates, qmin=qmin)
+        out = None
+        if self._fixed_bits:
+            qmax = self.qmax_values.index_select(0, self.fixed_index).to(w.dtype)
+            out = mixed_fake_quantize(w, y.index_select(0, self.fixed_index),
+                                      self._fixed_bits, spec.granularity, spec.scale_method,
+                                      qmax, keep_candidates=self.keep_candidates, qmin=-qmax)
+        for i, b in self._learnable_positions:
+            term = y[i].to(w.dtype) * self._lsq_candidate(w, b, row_ids)
+            out = term if out is None else out + term
+        return out
+
+    def _lsq_candidate(self, w: torch.Tensor, bits: int,
+                       row_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Candidate ``bits`` (learnable) of ``w`` with its learned scale: the arithmetic of
+        a learnable-scale ``QuantLinear`` / ``QuantEmbedding`` (per-row lookup when
+        ``row_ids`` are the ids ``w``'s rows were gathered at)."""
+        param = self.lsq_scales[str(bits)]  # type: ignore[index]
+        scale = param.clamp_min(torch.finfo(param.dtype).tiny)
+        if row_ids is None:
+            return fake_quantize_lsq(w, scale, bits)
+        scale = scale.reshape(-1)[row_ids.reshape(-1)].unsqueeze(-1)
+        # n weights per scale entry is the row length either way: the same LSQ factor
+        return fake_quantize_lsq(w, scale, bits,
+                                 grad_factor=lsq_grad_factor(self.weight, param, bits))
+
+    def scale_parameters(self) -> list[nn.Parameter]:
+        """The learnable candidates' scale Parameters, in ascending bits (none when off)."""
+        return [] if self.lsq_scales is None else list(self.lsq_scales.values())
 
     def _set_pending_(self, mixing: torch.Tensor, noise: torch.Tensor) -> None:
         """Take a row of :func:`sample_mixing_`'s batched draw for the next forward."""
@@ -433,8 +544,10 @@ class _SupernetMixin:
     def extra_repr(self) -> str:
         base = super().extra_repr()  # type: ignore[misc]
         mode = "hard" if self.hard else "soft"
+        learned = (f", learnable scale at {list(self.learnable_bits)}"
+                   if self.learnable_bits else "")
         return (f"{base}, candidates={list(self.candidates)}, {mode}, tau={self.tau:g}, "
-                f"{self.quantizer.granularity}, scale={self.quantizer.scale_method}")
+                f"{self.quantizer.granularity}, scale={self.quantizer.scale_method}{learned}")
 
 
 class SupernetLinear(_SupernetMixin, nn.Linear):
@@ -447,7 +560,7 @@ class SupernetLinear(_SupernetMixin, nn.Linear):
     def from_float(
         cls, linear: nn.Linear, candidates: Sequence[int], quantizer: Quantizer | None = None, *,
         hard: bool = False, tau: float = 1.0, init_logits: Sequence[float] | None = None,
-        keep_candidates: bool = True,
+        keep_candidates: bool = True, learnable_scale_max_bits: int | None = None,
     ) -> SupernetLinear:
         """Wrap ``linear``'s Parameters (shared, not copied) with a supernet over ``candidates``.
 
@@ -461,14 +574,18 @@ class SupernetLinear(_SupernetMixin, nn.Linear):
                 zeros: every candidate equally likely).
             keep_candidates: keep the K quantized weights from forward to backward (see
                 :func:`mixed_fake_quantize`).
+            learnable_scale_max_bits: candidates with b <= this get a learnable (LSQ)
+                scale (module docstring); None: none.
 
         Raises:
-            ValueError: bad candidates, a learnable-scale quantizer, or wrong init_logits.
+            ValueError: bad candidates, a learnable-scale quantizer, wrong init_logits or
+                a bad ``learnable_scale_max_bits``.
         """
         new = cls(linear.in_features, linear.out_features, linear.bias is not None, device="meta")
         _adopt(new, linear)
         new._init_supernet(candidates, quantizer or Quantizer(), hard=hard, tau=tau,
-                           init_logits=init_logits, keep_candidates=keep_candidates)
+                           init_logits=init_logits, keep_candidates=keep_candidates,
+                           learnable_scale_max_bits=learnable_scale_max_bits)
         return new
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -485,7 +602,7 @@ class SupernetConv1d(_SupernetMixin, nn.Conv1d):
     def from_float(
         cls, conv: nn.Conv1d, candidates: Sequence[int], quantizer: Quantizer | None = None, *,
         hard: bool = False, tau: float = 1.0, init_logits: Sequence[float] | None = None,
-        keep_candidates: bool = True,
+        keep_candidates: bool = True, learnable_scale_max_bits: int | None = None,
     ) -> SupernetConv1d:
         """Wrap ``conv``'s Parameters (and weight parametrization); see SupernetLinear."""
         new = cls(
@@ -495,7 +612,8 @@ class SupernetConv1d(_SupernetMixin, nn.Conv1d):
         )
         _adopt(new, conv)
         new._init_supernet(candidates, quantizer or Quantizer(), hard=hard, tau=tau,
-                           init_logits=init_logits, keep_candidates=keep_candidates)
+                           init_logits=init_logits, keep_candidates=keep_candidates,
+                           learnable_scale_max_bits=learnable_scale_max_bits)
         return new
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -520,7 +638,7 @@ class _Draw:
         self.noise = noise
         self.uses: set[str] = set()
         self.table: torch.Tensor | None = None
-        self.table_key: tuple[int, int] | None = None
+        self.table_key: tuple[int, ...] | None = None
 
 
 def _drop_table(ref: weakref.ref[_Draw], grad: torch.Tensor) -> None:
@@ -574,6 +692,7 @@ class SupernetEmbedding(_SupernetMixin, nn.Embedding):
         cls, embedding: nn.Embedding, candidates: Sequence[int],
         quantizer: Quantizer | None = None, *, hard: bool = False, tau: float = 1.0,
         init_logits: Sequence[float] | None = None, keep_candidates: bool = True,
+        learnable_scale_max_bits: int | None = None,
     ) -> SupernetEmbedding:
         """Wrap ``embedding``'s table Parameter (shared, not copied); see SupernetLinear.
 
@@ -589,7 +708,8 @@ class SupernetEmbedding(_SupernetMixin, nn.Embedding):
                   scale_grad_by_freq=embedding.scale_grad_by_freq, device="meta")
         _adopt(new, embedding)
         new._init_supernet(candidates, quantizer or Quantizer(), hard=hard, tau=tau,
-                           init_logits=init_logits, keep_candidates=keep_candidates)
+                           init_logits=init_logits, keep_candidates=keep_candidates,
+                           learnable_scale_max_bits=learnable_scale_max_bits)
         new._draw = None
         return new
 
@@ -620,7 +740,8 @@ class SupernetEmbedding(_SupernetMixin, nn.Embedding):
     def _table_for(self, use: str) -> torch.Tensor:
         """The full mixed table for ``use`` (training), reusing the other use's if kept."""
         draw = self._take_draw(use)
-        key = (self.weight._version, self.alpha._version)
+        key = (self.weight._version, self.alpha._version,
+               *(p._version for p in self.scale_parameters()))
         kept, kept_key = draw.table, draw.table_key
         draw.table = draw.table_key = None
         if kept is not None and kept_key == key:
@@ -643,6 +764,8 @@ class SupernetEmbedding(_SupernetMixin, nn.Embedding):
     def _argmax_table(self) -> torch.Tensor:
         """``QuantEmbedding.fake_quant_with_scale()[0]`` at the argmax bits, same ops."""
         spec, b, w = self.quantizer, self.argmax_bits(), self.weight
+        if b in self.learnable_bits:
+            return self._lsq_candidate(w, b)
         scale = choose_scale(w.detach(), b, spec.granularity, spec.scale_method)
         return fake_quantize(w, scale, b, in_range=spec.scale_method == "max")
 
@@ -654,7 +777,7 @@ class SupernetEmbedding(_SupernetMixin, nn.Embedding):
             return self._lookup(ids, table)
         rows = self._lookup(ids, self.weight).reshape(-1, self.embedding_dim)
         if self.training:
-            out = self._mix(rows, self._weights(self._take_draw(_LOOKUP)))
+            out = self._mix(rows, self._weights(self._take_draw(_LOOKUP)), row_ids=ids)
             if self.padding_idx is not None:
                 # as when gathering from the mixed table: a padding row sends no gradient,
                 # to the table (F.embedding sees to that) nor to alpha
@@ -662,8 +785,11 @@ class SupernetEmbedding(_SupernetMixin, nn.Embedding):
                 out = torch.where(pad, out.detach(), out)
         else:  # QuantEmbedding's per-row arithmetic at the argmax bits
             b = self.argmax_bits()
-            scale = choose_scale(rows.detach(), b, "per_channel", spec.scale_method)
-            out = fake_quantize(rows, scale, b, in_range=spec.scale_method == "max")
+            if b in self.learnable_bits:
+                out = self._lsq_candidate(rows, b, row_ids=ids)
+            else:
+                scale = choose_scale(rows.detach(), b, "per_channel", spec.scale_method)
+                out = fake_quantize(rows, scale, b, in_range=spec.scale_method == "max")
         return out.reshape(*ids.shape, self.embedding_dim)
 
     def _lookup(self, ids: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
@@ -745,6 +871,7 @@ def prepare_supernet_(
     tau: float = 1.0,
     init_logits: Sequence[float] | None = None,
     keep_candidates: bool = True,
+    learnable_scale_max_bits: int | None = None,
 ) -> nn.Module:
     """Swap every ``eligible`` layer for its supernet twin, in place.
 
@@ -758,6 +885,8 @@ def prepare_supernet_(
         init_logits: initial logits of every layer (default zeros).
         keep_candidates: keep the K quantized weights from forward to backward (default;
             fewest kernels) or recompute them in the backward (less memory).
+        learnable_scale_max_bits: every candidate with b <= this gets a learnable (LSQ)
+            scale Parameter per layer (see the module docstring); None (default): none.
 
     Returns:
         ``model``. Weight and bias Parameters are the same objects as before; each layer gains
@@ -769,8 +898,9 @@ def prepare_supernet_(
     Raises:
         ValueError: an unknown name, a module that is not Linear/Conv1d/Embedding, one
             already quantized, an eligible linear tied to an eligible embedding, an
-            embedding with ``max_norm`` or sparse gradients, bad candidates, or a
-            learnable-scale quantizer.
+            embedding with ``max_norm`` or sparse gradients, bad candidates, a
+            learnable-scale quantizer (use ``learnable_scale_max_bits``), or a bad
+            ``learnable_scale_max_bits``.
     """
     quantizer = quantizer or Quantizer()
     candidates = check_candidates(candidates)
@@ -785,7 +915,8 @@ def prepare_supernet_(
         cls = _supernet_class(name, module)
         replacements[name] = cls.from_float(module, candidates, quantizer, hard=hard, tau=tau,
                                             init_logits=init_logits,
-                                            keep_candidates=keep_candidates)
+                                            keep_candidates=keep_candidates,
+                                            learnable_scale_max_bits=learnable_scale_max_bits)
     tied = _tied_supernet_linears(model, names, replacements)
     replace_modules_(model, {**replacements, **tied})
     logger.info("prepare_supernet_: %d layers%s, candidates %s", len(replacements),
@@ -903,7 +1034,10 @@ def extract_(
         The allocation (supernet layer names in model order -> bits). The new
         :class:`QuantLinear` / :class:`QuantConv1d` / :class:`QuantEmbedding` layers share the
         weight Parameter (and bias, parametrization) of the supernet layer and its
-        quantizer; ``alpha`` is dropped. A :class:`TiedSupernetLinear` becomes a
+        quantizer; ``alpha`` is dropped. A layer whose bits are a learnable-scale
+        candidate's becomes a ``learnable_scale`` layer holding that candidate's scale
+        Parameter (the same object: its output equals the supernet's candidate output);
+        the other candidates' scales are dropped. A :class:`TiedSupernetLinear` becomes a
         :class:`TiedQuantLinear` of the new ``QuantEmbedding`` (the allocation lists the
         embedding only), so the model is what ``prepare_`` gives for that allocation.
 
@@ -928,9 +1062,15 @@ def extract_(
                 f"{list(layer.candidates)}"
             )
         spec = layer.quantizer.at(b)
+        learned = b in layer.learnable_bits
+        if learned:
+            spec = dataclasses.replace(spec, learnable_scale=True)
         # isinstance, not type(): a parametrized layer's class is a subclass torch makes
         cls = next(fixed for kind, fixed in _EXTRACTED.items() if isinstance(layer, kind))
-        replacements[name] = cls.from_float(layer, spec)  # type: ignore[attr-defined]
+        new = cls.from_float(layer, spec)  # type: ignore[attr-defined]
+        if learned:  # the learned scale itself (the same Parameter), not a fresh init
+            new.scale = layer.lsq_scales[str(b)]
+        replacements[name] = new
         chosen[name] = b
     new_owner = {id(layer): replacements[name] for name, layer in layers.items()}
     tied = {name: TiedQuantLinear.from_float(sub, new_owner[id(sub.owner[0])])  # type: ignore
@@ -954,6 +1094,7 @@ __all__ = [
     "candidate_qmax",
     "candidate_scales",
     "check_candidates",
+    "check_learnable_scale_max_bits",
     "expected_average_bits",
     "extract_",
     "gumbel_noise",

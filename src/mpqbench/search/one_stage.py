@@ -22,8 +22,17 @@ Precision learning and quantized-parameter estimation in ONE training run:
    argmax already fits, it is kept unchanged (the knapsack's unconstrained optimum is the
    argmax), so the final average bits are always <= the target, exactly;
 4. the supernet layers are replaced by plain fake-quantized layers at those bits (same
-   weight Parameters) and, when ``pass2_frac > 0``, trained for the remaining steps with
-   the bits fixed (:func:`mpqbench.method.fixed_bits.qat_fixed_bits`).
+   weight Parameters, and the learned scale of a learnable-scale candidate, see
+   ``learnable_scale_max_bits``) and, when ``pass2_frac > 0``, trained for the remaining
+   steps with the bits fixed (:func:`mpqbench.method.fixed_bits.qat_fixed_bits`).
+
+Pass 2 is a share of the same step budget: ``round(pass2_frac * train_steps)`` steps, the
+supernet stage the rest, so the two always add up to ``train_steps``. It runs the shared
+loop's warm-up/cosine schedule over its own steps (the supernet stage's lr has decayed by
+then): a linear warm-up over ``pass2_warmup_frac`` of pass 2's steps (None, the default:
+``train.warmup_frac``, as before the switch existed), then cosine decay to
+``train.min_lr_frac``. ``hard_from_frac`` (shared search switch) trains the deployed kind of
+sub-network late in the supernet stage itself: one candidate per layer in the forward.
 
 Both training stages are parameter estimation (``kind="qat"``), so the method spends exactly
 ``budget.train_steps`` QAT steps and no separate search budget.
@@ -64,6 +73,7 @@ logits at all (docs/FINDINGS.md, "one_stage: the step budget decides").
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -79,12 +89,12 @@ from mpqbench.method import (
 from mpqbench.method.fixed_bits import qat_fixed_bits
 from mpqbench.method.supernet_search import (
     BitBudget,
-    SupernetSchedule,
     SupernetSearchConfig,
     arch_training,
     fill_allocation,
     initial_logits,
     repair_allocation,
+    supernet_schedule,
 )
 from mpqbench.quant.accounting import layer_sizes
 from mpqbench.quant.allocation import Allocation
@@ -107,8 +117,14 @@ class OneStageConfig(SupernetSearchConfig):
     pass2_frac: float = field(
         default=0.1, metadata={"help": "share of train_steps fine-tuning with bits fixed"}
     )
+    pass2_warmup_frac: float | None = field(
+        default=None,
+        metadata={"help": "share of pass 2's steps warming its lr up (None: "
+                          "train.warmup_frac)"},
+    )
     quantizer: Quantizer = field(
-        default_factory=Quantizer, metadata={"help": "granularity / scale method (no LSQ)"}
+        default_factory=Quantizer,
+        metadata={"help": "granularity / scale method (no LSQ: see learnable_scale_max_bits)"},
     )
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -116,11 +132,25 @@ class OneStageConfig(SupernetSearchConfig):
         super().__post_init__()
         if not (isinstance(self.pass2_frac, (int, float)) and 0.0 <= self.pass2_frac < 1.0):
             raise ValueError(f"one_stage.pass2_frac must be in [0, 1), got {self.pass2_frac!r}")
+        warmup = self.pass2_warmup_frac
+        if warmup is not None and not (isinstance(warmup, (int, float))
+                                       and not isinstance(warmup, bool)
+                                       and 0.0 <= warmup < 1.0):
+            raise ValueError(
+                f"one_stage.pass2_warmup_frac must be None or in [0, 1), got {warmup!r}")
         if self.quantizer.learnable_scale:
             raise ValueError(
                 "one_stage.quantizer.learnable_scale is not supported: supernet scales are "
-                "derived from the weight on every forward"
+                "derived from the weight on every forward; learnable_scale_max_bits gives "
+                "the low-bit candidates learnable scales"
             )
+
+    def pass2_train(self) -> TrainConfig:
+        """The loop's settings for pass 2: ``train`` with ``pass2_warmup_frac`` (when set)
+        as its warm-up share; pass 2 runs its own warm-up/cosine schedule over its steps."""
+        if self.pass2_warmup_frac is None:
+            return self.train
+        return dataclasses.replace(self.train, warmup_frac=float(self.pass2_warmup_frac))
 
 
 def _summary(values: list[float], points: int = 21) -> dict[str, Any]:
@@ -158,14 +188,14 @@ def run_one_stage(
     device = device_label(workload.device)
 
     prepare_supernet_(module, eligible, config.candidates, config.quantizer, hard=config.hard,
-                      tau=config.tau_start, init_logits=initial_logits(config, target_bits))
+                      tau=config.tau_start, init_logits=initial_logits(config, target_bits),
+                      learnable_scale_max_bits=config.learnable_scale_max_bits)
     layers = supernet_modules(module)  # by first path (a module at several paths once)
     layer_names = {id(m): n for n, m in layers.items()}
     by_name = {n: module.get_submodule(n) for n in eligible}
     budget_term = BitBudget(by_name, sizes, target_bits, mode=config.budget_mode,
                             weight=config.budget_weight, dual_lr=config.dual_lr)
-    schedule = SupernetSchedule(list(layers.values()), steps1, config.tau_start,
-                                config.tau_end, config.anneal)
+    schedule = supernet_schedule(config, layers.values(), steps1)
     alphas = [m.alpha for m in layers.values()]
     result1 = train(
         speech, workload.train, steps=steps1, batch_size=budget.batch_size, seed=budget.seed,
@@ -201,8 +231,8 @@ def run_one_stage(
     if steps2 > 0:
         stage2, result2 = qat_fixed_bits(
             workload, allocation, quantizer=config.quantizer, budget=budget,
-            train_config=config.train, desc="one-stage pass 2", stage="pass2", steps=steps2,
-            prepare=False,
+            train_config=config.pass2_train(), desc="one-stage pass 2", stage="pass2",
+            steps=steps2, prepare=False,
         )
         stages.append(stage2)
         history += result2.history
@@ -215,6 +245,7 @@ def run_one_stage(
         "expected_avg_bits": {**_summary(budget_term.expected), "final": final_expected},
         "tau": {"first": schedule.taus[0] if schedule.taus else None,
                 "last": schedule.taus[-1] if schedule.taus else None},
+        "trajectory": schedule.trajectory(budget_term.expected),
         "multiplier": budget_term.multiplier if config.budget_mode == "lagrangian" else None,
         "repair": repair,
         "fill": fill,
