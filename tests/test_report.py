@@ -419,3 +419,29 @@ def test_seed_spread_of_wer_and_of_frontiers(tmp_path):
     assert "5.00 ± 1.00 (4.00-6.00)" in text
     single = render_report(loaded, table[table.seed == 0], "t", {})
     assert "spread over seeds" not in single
+
+
+def test_ablation_section_compares_each_switch_with_its_base_and_uniform(tmp_path):
+    from mpqbench.bench.stats import mapsswe
+
+    ref = make_reference(n_utts=120)
+    cell = lambda **kw: make_cell(ref, avg_bits=4, cr=6.0, target_bits=4, **kw)  # noqa: E731
+    uniform = cell(method="uniform", degrade=0.05, rng_seed=3)
+    base = cell(method="one_stage", degrade=0.4, rng_seed=4)
+    better = cell(method="one_stage", label="one_stage+fix", degrade=0.05, rng_seed=5)
+    lonely = cell(method="one_stage", label="other+fix", degrade=0.05, rng_seed=6)
+    text = _render(tmp_path / "abl", [ref, uniform, base, better, lonely])
+    section = text[text.index("ablation (each BASE+SWITCH"):]
+    section = section[:section.index("\n## ")]
+    row = next(line for line in section.splitlines() if line.startswith("| one_stage+fix"))
+    ops = lambda rec, s: {u["id"]: u["ops"] for u in rec["splits"][s]["utterances"]}  # noqa: E731
+    for split in ("test-clean", "test-other"):
+        vs_base = mapsswe(ops(base, split), ops(better, split))
+        assert vs_base.significant and vs_base.better == "b"  # the fixture is decisive
+        delta = 100 * (better["splits"][split]["wer"] - base["splits"][split]["wer"])
+        assert f"{delta:+.2f} pts (p={vs_base.p_value:.3g}, **better**)" in row
+        vs_uni = mapsswe(ops(uniform, split), ops(better, split))
+        assert f"(p={vs_uni.p_value:.3g}, " in row
+    assert "other+fix" not in section  # no base cell 'other'
+    assert "- Base one_stage at 4bit against uniform: test-clean: " in section
+    assert "**worse**" in section.split("- Base one_stage")[1]

@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from mpqbench._atomic import atomic_write_text
+from mpqbench.bench.ablation_section import ablation_section
 from mpqbench.bench.frontier_section import frontier_section, load_frontiers
 from mpqbench.bench.headline import (
     PAPER,
@@ -386,6 +387,7 @@ def render_report(records: Sequence[Mapping[str, Any]], table: pd.DataFrame, nam
         lines += [f"### {model}", "", *_summary_table(table, model), "",
                   *_power_section(records, table, model), ""]
         lines += seed_section(table, model, frontiers, records)
+        lines += ablation_section(records, model)
     layer_lines = [ln for model in dict.fromkeys(cells.model)
                    for ln in _layer_section(records, table, model)]
     if layer_lines:
