@@ -445,3 +445,13 @@ def test_ablation_section_compares_each_switch_with_its_base_and_uniform(tmp_pat
     assert "other+fix" not in section  # no base cell 'other'
     assert "- Base one_stage at 4bit against uniform: test-clean: " in section
     assert "**worse**" in section.split("- Base one_stage")[1]
+
+
+def test_headline_names_each_methods_lossless_system_and_its_lossy_neighbour(report_dir):
+    text = (report_dir / "report.md").read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| uniform | 6.00x"))
+    assert "uniform 4bit (4.00 bits, 6.00x): test-clean p=" in row
+    assert "uniform 2bit (2.00 bits, 10.00x): test-clean p=" in row
+    assert row.count("test-other p") == 2
+    optuna = next(line for line in text.splitlines() if line.startswith("| optuna | none"))
+    assert optuna.endswith("| none | - |")

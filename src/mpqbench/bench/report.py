@@ -21,6 +21,7 @@ from mpqbench.bench.frontier_section import frontier_section, load_frontiers
 from mpqbench.bench.headline import (
     PAPER,
     HeadlineModel,
+    beyond_dev_frontier,
     cells_of,
     cr_sentence,
     headline,
@@ -183,13 +184,38 @@ def _label_lossless(table: pd.DataFrame, model: str) -> list[str]:
                                                 for _, lab in pairs) + "."]
 
 
+def _verdict_text(table: pd.DataFrame, cell: Any) -> str:
+    """``label target (avg bits, CR): split p=..., ...`` over the verdict splits."""
+    rows = table[(table.record_file == cell.record_file) & table.verdict_split]
+    ps = "; ".join(f"{r.split} p{_p_text(r)}" for r in rows.itertuples())
+    return f"{cell.label} {cell.target} ({cell.avg_bits:.2f} bits, {cell.cr:.2f}x): {ps}"
+
+
+def _bracket(table: pd.DataFrame, model: str, method: str) -> tuple[str, str]:
+    """The method's best lossless candidate and the first lossy candidate of higher CR."""
+    cells = cells_of(table)
+    cells = cells[(cells.model == model) & (cells.method == method)]
+    cells = cells[[not beyond_dev_frontier(r) for r in cells.itertuples()]].sort_values("cr")
+    good = cells[cells.lossless]
+    if good.empty:
+        return "none", "-"
+    best = good.iloc[-1]
+    above = cells[(cells.cr > best.cr) & ~cells.lossless]
+    lossy = _verdict_text(table, above.iloc[0]) if not above.empty else \
+        "none run (no candidate of higher CR)"
+    return _verdict_text(table, best), lossy
+
+
 def _headline_section(h: HeadlineModel, table: pd.DataFrame) -> list[str]:
     out = [f"### {h.model}", ""]
-    rows = [[m, _fmt_cr(cr), f"{h.systems[m][1]} of {h.systems[m][0]}"]
-            for m, cr in ((m, h.lossless_cr[m])
-                          for m, _ in method_order([(m, m) for m in h.lossless_cr]))]
+    rows = []
+    for m, _ in method_order([(m, m) for m in h.lossless_cr]):
+        best, lossy = _bracket(table, h.model, m)
+        rows.append([m, _fmt_cr(h.lossless_cr[m]), f"{h.systems[m][1]} of {h.systems[m][0]}",
+                     best, lossy])
     out += _md_table(["method", "lossless CR (largest CR among its lossless systems)",
-                      "lossless systems"], rows)
+                      "lossless systems", "that system (MAPSSWE p vs 32-bit)",
+                      "first lossy system of higher CR"], rows)
     out += _label_lossless(table, h.model)
     out += ["", f"- {cr_sentence(h.cr_vs_uniform, 'uniform', PAPER['cr_vs_uniform'])}",
             f"- {cr_sentence(h.cr_vs_two_stage, 'two_stage', PAPER['cr_vs_two_stage'])}",

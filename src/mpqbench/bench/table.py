@@ -45,7 +45,8 @@ TABLE_COLUMNS = (
     "target_cr", "seed", "groups", "avg_bits", "cr", "cr_rule", "split", "wer", "n", "s", "d", "i",
     "errors", "num_utterances", "num_capped", "p_value", "log10_p", "z", "better", "boot_diff_pts",
     "boot_ci_low_pts", "boot_ci_high_pts", "significantly_worse", "lossless", "lossless_dev",
-    "frontier", "compression_seconds", "search_seconds", "qat_seconds", "teacher_seconds", "stages",
+    "verdict_split", "frontier", "compression_seconds", "search_seconds", "qat_seconds",
+    "teacher_seconds", "stages",
     "device", "candidates", "packed_file_bytes", "packed_over_accounted", "reload_identical",
     "reload_utterances", "config_hash", "git_commit", "git_dirty", "record_file",
 )
@@ -222,7 +223,8 @@ def records_table(records: Iterable[Mapping[str, Any]], *,
     reference rows have no significance test (``p_value`` NaN, ``significantly_worse``
     False). ``lossless`` is the cell's flag (no split significantly worse than 32-bit; the
     dev split, when evaluated beside others, is left out of it and judged in
-    ``lossless_dev``, None where dev was not evaluated). ``frontier`` is the key of the
+    ``lossless_dev``, None where dev was not evaluated; ``verdict_split`` says whether the
+    row's split counts for ``lossless``). ``frontier`` is the key of the
     frontier search that ran the cell (None for a fixed-target cell).
 
     Raises:
@@ -275,6 +277,8 @@ def records_table(records: Iterable[Mapping[str, Any]], *,
                 "significantly_worse": bool(sig["significantly_worse"]) if sig else False,
                 "lossless": bool(record["lossless"]),
                 "lossless_dev": record.get("lossless_dev"),
+                "verdict_split": ("lossless_dev" not in record
+                                  or split_name != cfg.get("dev_split", "dev")),
                 "frontier": suite.get("frontier"),
                 "compression_seconds": float(record["compression_seconds"]),
                 "search_seconds": _stage_seconds(stages, "search"),
