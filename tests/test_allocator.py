@@ -208,3 +208,16 @@ def test_malformed_input_raises(sizes, costs, target, message):
 def test_unknown_solver_raises():
     with pytest.raises(ValueError, match="solver"):
         allocate_bits({"a": 1}, {"a": {2: 0.0}}, 4.0, solver="greedy")
+
+
+@pytest.mark.parametrize("solver", ["auto", "dp"])
+def test_equal_costs_keep_the_most_bits(solver):
+    sizes = {"a": 3, "b": 3, "c": 6}
+    zero = {"a": {2: 0.0, 4: 0.0, 8: 0.0}, "b": {2: 0.0, 4: 0.0, 8: 0.0},
+            "c": {2: 1.0, 4: 0.5, 8: 0.0}}
+    # not binding: every layer at its most bits (no cost difference to pay for fewer)
+    assert allocate_bits(sizes, zero, 8.0, solver=solver).bits == {"a": 8, "b": 8, "c": 8}
+    # binding: c takes the bits it pays for; a and b keep as many as the budget leaves
+    sol = allocate_bits(sizes, zero, 6.0, solver=solver)
+    assert sol.bits["c"] == 8 and sol.cost == 0.0
+    assert sorted((sol.bits["a"], sol.bits["b"])) == [4, 4]

@@ -186,11 +186,18 @@ def test_hawq_omega_is_invariant_to_a_function_preserving_rescale():
             assert om4[name][bits] == pytest.approx(om1[name][bits], rel=1e-9)
 
 
-def test_hawq_clamps_negative_trace_estimates_to_zero():
-    w = torch.randn(4, 4)
-    costs = hawq_costs({"w": -3.0}, {"w": w}, (2, 8), Quantizer())
-    assert costs == {"w": {2: 0.0, 8: 0.0}}
-    assert quantization_error(w, 2, Quantizer()) > quantization_error(w, 8, Quantizer()) > 0
+def test_hawq_floors_nonpositive_trace_estimates_at_the_smallest_positive_one():
+    w, v, u = torch.randn(4, 4), torch.randn(8, 4), torch.randn(2, 4)
+    traces = {"w": -3.0, "v": 2.0, "u": 5.0}
+    costs = hawq_costs(traces, {"w": w, "v": v, "u": u}, (2, 8), Quantizer())
+    for bits in (2, 8):
+        assert costs["w"][bits] == pytest.approx(2.0 / 16 * quantization_error(w, bits,
+                                                                                 Quantizer()))
+        assert costs["u"][bits] == pytest.approx(5.0 / 8 * quantization_error(u, bits,
+                                                                                Quantizer()))
+    assert costs["w"][2] > costs["w"][8] > 0
+    # with no positive estimate at all there is nothing to floor at: 0
+    assert hawq_costs({"w": -3.0}, {"w": w}, (2, 8), Quantizer()) == {"w": {2: 0.0, 8: 0.0}}
 
 
 # ---- stages on real (tiny) adapters ----------------------------------------------------------

@@ -15,9 +15,12 @@ Tr(H_l) comes from Hutchinson's estimator, E[v^T H v] = Tr(H) for Rademacher v
 (:func:`hutchinson_traces`). One probe v covers every layer at once: layer l's sample is
 v_l^T (H v)_l, whose cross terms v_l^T H_lm v_m (m != l) have zero mean, so it is an
 unbiased estimate of Tr(H_l) (as in the HAWQ-V2 / PyHessian implementation). A trace
-estimate <= 0 (sampling noise, or negative curvature at a non-minimum) is clamped to 0 in
-Omega -- the second-order model then predicts no loss increase -- and the raw estimate is
-reported.
+estimate <= 0 (sampling noise, or negative curvature at a non-minimum) is replaced in Omega
+by the smallest positive estimate among the layers scored together: 0 would make the
+second-order model predict no loss increase at any width, so a knapsack under a binding
+budget would send that layer to its fewest bits for free (measured on whisper-tiny.en
+with the default budget: 17 of 65 estimates <= 0, and an 8-bit target put those 17 layers
+at 2 bits, 104% test-clean WER). The raw estimates are reported.
 
 Hessian-vector products: ``"autograd"`` differentiates the gradient again (double
 backprop; attention runs on PyTorch's math SDPA kernel, the one that supports it);
@@ -247,10 +250,15 @@ def hawq_costs(
     candidates: Sequence[int],
     spec: Quantizer,
 ) -> dict[str, dict[int, float]]:
-    """HAWQ-V2 Omega_l(b) = max(Tr(H_l), 0) / N_l * ||Q_b(W_l) - W_l||^2 per layer and b."""
+    """HAWQ-V2 Omega_l(b) = T_l / N_l * ||Q_b(W_l) - W_l||^2 per layer and b, where T_l is
+    Tr(H_l) when positive and otherwise the smallest positive trace among ``weights``'
+    layers (0 when none is positive; see the module docstring)."""
+    positive = [float(traces[n]) for n in weights if float(traces[n]) > 0]
+    floor = min(positive) if positive else 0.0
     out: dict[str, dict[int, float]] = {}
     for name, w in weights.items():
-        per_weight = max(float(traces[name]), 0.0) / w.numel()
+        trace = float(traces[name])
+        per_weight = (trace if trace > 0 else floor) / w.numel()
         out[name] = {b: per_weight * quantization_error(w, b, spec) for b in candidates}
     return out
 

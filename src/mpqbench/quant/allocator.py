@@ -32,8 +32,11 @@ Solvers (both return the exact optimum of the same problem):
 - ``"dp"``: dynamic programme over the reduced capacity, one vectorised pass per layer,
   O(L * K * capacity) time and an int16 choice table of L * (capacity + 1) entries.
   Ties between allocations of equal cost are broken deterministically: candidates are
-  scanned in ascending bits and only a strict improvement replaces an earlier one, so the
-  backtrack (last layer first) prefers smaller bit-widths.
+  scanned in descending bits and only a strict improvement replaces an earlier one, so the
+  backtrack (last layer first) prefers larger bit-widths, as does the unconstrained fast
+  path (each layer's cheapest candidate, the most bits among equals): an equal estimated
+  cost is no reason to drop precision (a sensitivity that is 0 at every width, such as a
+  Hessian trace estimate clamped at 0, must not send a layer to its fewest bits).
 - ``"ilp"``: the same problem as a 0/1 integer programme (one binary per layer and
   candidate, one-hot rows, one knapsack row in reduced units) solved by HiGHS through
   ``scipy.optimize.milp`` with a relative gap of 0. Costs are shifted per layer (subtract the
@@ -212,7 +215,8 @@ def allocate_bits(
         raise ValueError(f"allocate_bits: solver must be one of {SOLVERS}, got {solver!r}")
     red = _validate(sizes, costs, target_bits)
     width = max(len(c) for c in red.cands)
-    cheapest = [int(np.argmin(c)) for c in red.costs]
+    # ties go to the most bits: an equal estimated cost is no reason to drop precision
+    cheapest = [len(c) - 1 - int(np.argmin(c[::-1])) for c in red.costs]
     if solver == "auto" and sum(
         int(u[k]) for u, k in zip(red.units, cheapest, strict=True)
     ) <= red.capacity:
@@ -248,7 +252,7 @@ def _solve_dp(red: _Reduced) -> list[int]:
     for layer, (cost, units) in enumerate(zip(red.costs, red.units, strict=True)):
         new = np.full(cap + 1, np.inf)
         pick = choices[layer]
-        for k in range(len(cost)):
+        for k in reversed(range(len(cost))):  # at equal cost the most bits win
             w = int(units[k])
             if w > cap:
                 continue
