@@ -455,3 +455,18 @@ def test_headline_names_each_methods_lossless_system_and_its_lossy_neighbour(rep
     assert row.count("test-other p") == 2
     optuna = next(line for line in text.splitlines() if line.startswith("| optuna | none"))
     assert optuna.endswith("| none | - |")
+
+
+def test_a_method_with_only_dev_lossy_frontier_cells_has_no_lossless_cr():
+    ref = make_reference()
+    one = make_cell(ref, method="one_stage", target_bits=8, avg_bits=8, cr=3.5,
+                    stages=[("supernet", "qat", 10)])
+    two = make_cell(ref, method="two_stage", target_bits=8, avg_bits=8, cr=3.5, degrade=0.3,
+                    stages=[("precision", "search", 5), ("qat", "qat", 10)])
+    for rec, dev_ok in ((one, True), (two, False)):
+        rec["suite"]["frontier"] = f"{rec['config']['method']}-search"
+        rec["lossless_dev"] = dev_ok
+    (h,) = headline(records_table([ref, one, two]))
+    assert h.lossless_cr == {"one_stage": 3.5, "two_stage": None}
+    assert "two_stage has no lossless system" in h.cr_vs_two_stage.reason
+    assert h.time_pairs and h.time_ratio.value == pytest.approx(15 / 10)  # still paired

@@ -156,13 +156,16 @@ def headline(table: pd.DataFrame) -> list[HeadlineModel]:
     cells = cells_of(table)
     out = []
     for model in dict.fromkeys(cells.model):
-        mine = cells[(cells.model == model) & (cells.method != "fp32")]
-        mine = mine[[not beyond_dev_frontier(r) for r in mine.itertuples()]]
+        every = cells[(cells.model == model) & (cells.method != "fp32")]
+        mine = every[[not beyond_dev_frontier(r) for r in every.itertuples()]]
         rows = [(r.method, float(r.cr), bool(r.lossless)) for r in mine.itertuples()]
-        crs = lossless_compression_ratios(rows)
+        found = lossless_compression_ratios(rows)
+        # a method whose every cell lies beyond its dev frontier has no candidate: None
+        crs = {m: found.get(m) for m in dict.fromkeys(every.method)}
         systems = {m: (int((mine.method == m).sum()), int(mine[mine.method == m].lossless.sum()))
                    for m in crs}
-        pairs, unmatched = _time_pairs(mine)
+        # compression time does not depend on a verdict: every cell can be paired
+        pairs, unmatched = _time_pairs(every)
         two = sum(p.two_seconds for p in pairs)
         one = sum(p.one_seconds for p in pairs)
         if not pairs:

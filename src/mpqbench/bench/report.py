@@ -359,9 +359,14 @@ def _setup_section(records: Sequence[Mapping[str, Any]], table: pd.DataFrame) ->
         first = part.iloc[0]
         out.append(f"- Evaluation split {split}: {int(first.num_utterances)} utterances, "
                    f"{int(first.n)} reference words.")
+    decided = table[(table.method != "fp32") & ~table.verdict_split]
+    lossless = ("Lossless = not significantly worse on any evaluated split"
+                + (f" but {', '.join(sorted(set(decided.split)))}, which chose the frontier "
+                   "targets (its verdict is the dev column of the summary)."
+                   if not decided.empty else "."))
     out.append("- Significance: NIST MAPSSWE (as SCTK sc_stats), two-sided, alpha = 0.05, "
                "each system against the 32-bit system of its model on the same utterances. "
-               "Lossless = not significantly worse on any evaluated split.")
+               + lossless)
     out.append(_cr_line(records, table))
     out += _export_lines(table)
     teacher = cells.groupby("model").teacher_seconds.sum()
