@@ -1,8 +1,9 @@
 """Report plots (matplotlib, no pyplot state, Agg canvas): one PNG per model and view.
 
 - :func:`plot_wer_vs_cr`: WER against compression ratio per method, one panel per evaluated
-  split; filled markers are lossless systems, hollow ones are significantly worse than
-  32-bit on some split; the 32-bit system is a black star.
+  split; in each panel filled markers are not significantly worse than 32-bit on that
+  split, hollow ones are; the 32-bit system is a black star; a dashed line marks the CR
+  each frontier search chose on dev.
 - :func:`plot_bit_allocation`: per-layer bits of every mixed-precision system (layers in
   model order, short names), discrete colour scale.
 - :func:`plot_compression_time`: compression wall clock per system, stacked by stage.
@@ -149,8 +150,8 @@ def plot_wer_vs_cr(table: pd.DataFrame, model: str, path: Path) -> Path:
                 continue
             mean = sel.groupby("cr", as_index=False).wer.mean().sort_values("cr")
             ax.plot(mean.cr, 100 * mean.wer, color=colour, lw=1.2, alpha=0.7, zorder=2)
-            for lossless, face in ((True, colour), (False, "white")):
-                pts = sel[sel.lossless == lossless]
+            for fine, face in ((True, colour), (False, "white")):
+                pts = sel[sel.significantly_worse != fine]  # this panel's split
                 ax.scatter(pts.cr, 100 * pts.wer, marker=marker, s=size, facecolors=face,
                            edgecolors=colour, linewidths=1.6, zorder=3)
             for cr in frontier_crs(sel):
@@ -165,9 +166,9 @@ def plot_wer_vs_cr(table: pd.DataFrame, model: str, path: Path) -> Path:
                 for lab, (c, m) in styles.items() if lab != "fp32"]
     handles += [
         Line2D([], [], color="gray", marker="o", ls="", ms=8,
-               label="filled: lossless (no split\nsignificantly worse than 32-bit)"),
+               label="filled: not significantly worse\nthan 32-bit on this split"),
         Line2D([], [], color="gray", marker="o", ls="", ms=8, markerfacecolor="white",
-               label="hollow: not lossless (some split\nsignificantly worse, MAPSSWE)"),
+               label="hollow: significantly worse on\nthis split (MAPSSWE)"),
     ]
     if "frontier" in rows and rows.frontier.notna().any():
         handles.append(Line2D([], [], color="gray", ls="--",
