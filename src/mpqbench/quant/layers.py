@@ -466,16 +466,24 @@ def _tied_linears(module: nn.Module, named: set[str],
     owners = {id(new.weight): new for new in replacements.values()
               if isinstance(new, QuantEmbedding)}
     tied: dict[str, TiedQuantLinear] = {}
-    if not owners:
-        return tied
-    for name, sub in module.named_modules():
-        if isinstance(sub, nn.Linear) and id(sub.weight) in owners:
-            if name in named:
-                raise ValueError(
-                    f"allocation: {name!r} shares its weight with a quantized embedding; "
-                    "quantize the embedding only (the tied layer follows it)")
-            tied[name] = TiedQuantLinear.from_float(sub, owners[id(sub.weight)])
+    for name, sub, owner in linears_tied_to(module, owners):
+        if name in named:
+            raise ValueError(
+                f"allocation: {name!r} shares its weight with a quantized embedding; "
+                "quantize the embedding only (the tied layer follows it)")
+        tied[name] = TiedQuantLinear.from_float(sub, owner)
     return tied
+
+
+def linears_tied_to(module: nn.Module, owners: Mapping[int, Any]
+                    ) -> list[tuple[str, nn.Linear, Any]]:
+    """``(name, linear, owner)`` for every linear of ``module`` whose weight Parameter's
+    ``id`` is a key of ``owners`` (e.g. Whisper's ``proj_out``, which is the token
+    embedding's table), in module order."""
+    if not owners:
+        return []
+    return [(name, sub, owners[id(sub.weight)]) for name, sub in module.named_modules()
+            if isinstance(sub, nn.Linear) and id(sub.weight) in owners]
 
 
 def fake_quant_modules(model: Any) -> dict[str, _FakeQuantMixin]:
@@ -494,6 +502,7 @@ __all__ = [
     "fake_quant_modules",
     "fake_quant_twins",
     "frozen_quantized_weights",
+    "linears_tied_to",
     "prepare_",
     "replace_modules_",
 ]

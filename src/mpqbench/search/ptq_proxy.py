@@ -45,7 +45,7 @@ from torch import nn
 
 from mpqbench.precision import autocast, check_precision
 from mpqbench.quant.formats import Quantizer, check_bits
-from mpqbench.quant.layers import replace_modules_
+from mpqbench.quant.layers import linears_tied_to, replace_modules_
 from mpqbench.quant.primitives import choose_scale, fake_quantize
 from mpqbench.quant.teacher import DEFAULT_TOP_K, TeacherCache
 from mpqbench.workloads.adapter import ModelBatch, SpeechModel
@@ -112,20 +112,16 @@ def _tied_twins(net: nn.Module, layers: Sequence[str],
     modules = dict(net.named_modules())
     owners = {id(modules[n].weight): n for n in layers if isinstance(modules[n], nn.Embedding)}
     tied: dict[str, nn.Module] = {}
-    if not owners:
-        return tied
-    for name, sub in net.named_modules():
-        if isinstance(sub, nn.Linear) and id(sub.weight) in owners:
-            if name in layers:
-                raise ValueError(
-                    f"PTQProxy: {name!r} shares its weight with the embedding "
-                    f"{owners[id(sub.weight)]!r}; score the embedding only (the tied layer "
-                    "follows it)")
-            new = nn.Linear(sub.in_features, sub.out_features, sub.bias is not None,
-                            device="meta")
-            new.weight = twins[owners[id(sub.weight)]].weight
-            new.bias = sub.bias
-            tied[name] = new
+    for name, sub, owner in linears_tied_to(net, owners):
+        if name in layers:
+            raise ValueError(
+                f"PTQProxy: {name!r} shares its weight with the embedding {owner!r}; score "
+                "the embedding only (the tied layer follows it)")
+        new = nn.Linear(sub.in_features, sub.out_features, sub.bias is not None,
+                        device="meta")
+        new.weight = twins[owner].weight
+        new.bias = sub.bias
+        tied[name] = new
     return tied
 
 
