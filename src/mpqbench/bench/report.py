@@ -39,12 +39,13 @@ from mpqbench.bench.plots import (
 from mpqbench.bench.seed_spread import seed_section
 from mpqbench.bench.stats import format_p, lossless_compression_ratios, mapsswe_power
 from mpqbench.bench.table import device_of, load_records, records_table
+from mpqbench.bench.trajectory_plot import plot_search_trajectory
 
 log = logging.getLogger(__name__)
 
 __all__ = ["ReportFiles", "render_report", "stage_frame", "write_report"]
 
-_PLOT_PREFIXES = ("wer_vs_cr_", "bit_allocation_", "compression_time_")
+_PLOT_PREFIXES = ("wer_vs_cr_", "bit_allocation_", "compression_time_", "search_trajectory_")
 _LIST_LAYERS = 8
 
 
@@ -464,7 +465,9 @@ def write_report(results_dir: str | Path, *, cr_rule: str = "cr_paper") -> Repor
         files = [plot_wer_vs_cr(table, model, plot_dir / f"wer_vs_cr_{slug}.png"),
                  plot_bit_allocation(records, table, model,
                                      plot_dir / f"bit_allocation_{slug}.png"),
-                 plot_compression_time(stages, model, plot_dir / f"compression_time_{slug}.png")]
+                 plot_compression_time(stages, model, plot_dir / f"compression_time_{slug}.png"),
+                 plot_search_trajectory(records, table, model,
+                                        plot_dir / f"search_trajectory_{slug}.png")]
         written[model] = [f for f in files if f is not None]
     keep = {p for files in written.values() for p in files}
     for old in plot_dir.glob("*.png"):
