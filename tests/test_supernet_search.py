@@ -80,9 +80,9 @@ def supernet(init=None, candidates=(2, 4, 8)):
     ({"learnable_scale_max_bits": 0}, "learnable_scale_max_bits"),
     ({"learnable_scale_max_bits": 9}, "learnable_scale_max_bits"),
     ({"learnable_scale_max_bits": 2.5}, "learnable_scale_max_bits"),
-    ({"logit_init": "target", "target_init_mass": 0.5}, "target_init_mass"),
-    ({"logit_init": "target", "target_init_mass": 1.0}, "target_init_mass"),
-    ({"target_init_mass": 0.9}, "target_init_mass"),  # only with logit_init="target"
+    ({"logit_init": "target", "target_init_position": 0.0}, "target_init_position"),
+    ({"logit_init": "target", "target_init_position": 1.0}, "target_init_position"),
+    ({"target_init_position": 0.9}, "target_init_position"),  # only with logit_init="target"
 ])
 @pytest.mark.parametrize("method", ["one_stage", "two_stage"])
 def test_new_fields_are_validated_by_both_methods(method, params, field):
@@ -149,31 +149,36 @@ def test_target_init_ends_and_refusals():
         target_init_logits((2, 4, 8), 1.5)
 
 
-@pytest.mark.parametrize(("candidates", "target", "mass"), [
-    ((2, 4, 8), 4.0, 0.95), ((2, 4, 8), 4.0, 0.6), ((2, 3, 4, 6, 8), 3.0, 0.9),
-    ((2, 3, 4, 6, 8), 5.0, 0.7)])
-def test_target_init_mass_sets_the_nearest_probability_and_keeps_the_mean(candidates, target,
-                                                                            mass):
-    probs = torch.softmax(torch.tensor(target_init_logits(candidates, target, mass),
+@pytest.mark.parametrize(("candidates", "target", "position", "interval"), [
+    ((2, 4, 8), 4.0, 0.9, (0.5, 1.0)), ((2, 4, 8), 4.0, 0.2, (0.5, 1.0)),
+    ((2, 4, 8), 6.0, 0.9, (0.5, 2 / 3)),  # k = 8: the rest (2, 4) must average 0
+    ((2, 3, 4, 6, 8), 3.0, 0.9, (0.5, 1.0))])
+def test_target_init_position_places_the_nearest_probability_and_keeps_the_mean(
+        candidates, target, position, interval):
+    probs = torch.softmax(torch.tensor(target_init_logits(candidates, target, position),
                                        dtype=torch.float64), 0)
-    nearest = min(range(len(candidates)), key=lambda i: abs(candidates[i] - target))
-    assert float(probs[nearest]) == pytest.approx(mass, abs=1e-9)
+    lo, hi = interval
+    k = int(torch.argmax(probs))
+    # the interval is of the slack-lowered target: tolerance 1e-4
+    assert float(probs[k]) == pytest.approx(lo + position * (hi - lo), abs=1e-4)
     expected = float(probs @ torch.tensor(candidates, dtype=torch.float64))
     assert expected == pytest.approx(target, abs=1e-4) and expected <= target
-    # 0.75 is the midpoint of (1/2, 1) for {2, 4, 8} at 4 bits: the default
-    if (candidates, target) == ((2, 4, 8), 4.0):
-        default = torch.softmax(torch.tensor(target_init_logits(candidates, target)), 0)
-        assert float(default[1]) == pytest.approx(0.75, abs=1e-4)  # less the slack
+    default = torch.softmax(torch.tensor(target_init_logits(candidates, target),
+                                         dtype=torch.float64), 0)
+    assert float(default[k]) == pytest.approx(0.5 * (lo + hi), abs=1e-4)
 
 
-def test_target_init_mass_outside_its_interval_or_with_two_candidates_is_refused():
-    with pytest.raises(ValueError, match=r"outside \(0\.75, 0\.9167\)"):
-        target_init_logits((2, 4, 8), 2.5, 0.99)  # the rest cannot average low enough
+def test_target_init_position_outside_zero_one_or_with_two_candidates_is_refused():
+    for bad in (0.0, 1.0, -0.1, 1.5):
+        with pytest.raises(ValueError, match="target_init_position must be in"):
+            target_init_logits((2, 4, 8), 4.0, bad)
     with pytest.raises(ValueError, match="three or more candidates"):
         target_init_logits((2, 8), 4.0, 0.9)
-    config = OneStageConfig(logit_init="target", target_init_mass=0.95)
+    config = OneStageConfig(logit_init="target", target_init_position=0.9)
     probs = torch.softmax(torch.tensor(initial_logits(config, 4.0)), 0)
-    assert float(probs[1]) == pytest.approx(0.95, abs=1e-6)
+    assert float(probs[1]) == pytest.approx(0.95, abs=1e-4)
+    for target in (4.0, 6.0, 8.0, 3.0):  # the frontier's targets: every one admits it
+        assert initial_logits(config, target) is not None
 
 
 def test_one_stage_and_dnas_start_at_the_target():

@@ -22,9 +22,10 @@ Switches (issue 15; each default keeps the search as it was before the switch ex
   at 4.67 whatever the target) or ``"target"`` (:func:`target_init_logits`: the most
   likely candidate is the one nearest the target and E[bits] equals the target, so a
   budget at the target starts satisfied and the task decides which layers move);
-  ``target_init_mass`` sets that candidate's probability (default: the middle of the
-  interval that keeps E[bits] at the target, 0.75 for {2, 4, 8} at 4 bits); a larger one
-  starts the mixture nearer the uniform network at the target;
+  ``target_init_position`` f places that candidate's probability in the interval (lo, hi)
+  that keeps E[bits] at the target and it the argmax: lo + f (hi - lo) (default 0.5: 0.75
+  for {2, 4, 8} at 4 bits; f = 0.9 gives 0.95), so a larger f starts the mixture nearer a
+  one-hot network at whatever target;
 - ``arch_optimizer``: ``"joint"`` (the logits are an extra AdamW group of the weights'
   optimizer: the weights' warm-up/cosine schedule, which decays to zero as tau is lowest,
   and one gradient-norm clip over weights and logits together, so the logits' step depends
@@ -130,10 +131,11 @@ class SupernetSearchConfig:
         metadata={"help": "zero (uniform) or target (argmax nearest the target, "
                           "E[bits] = target)"},
     )
-    target_init_mass: float | None = field(
+    target_init_position: float | None = field(
         default=None,
-        metadata={"help": "logit_init=target: probability of the nearest candidate (None: "
-                          "the middle of the interval that keeps E[bits] at the target)"},
+        metadata={"help": "logit_init=target: where in its feasible interval (lo, hi) the "
+                          "nearest candidate's probability lies, lo + f*(hi - lo), f in "
+                          "(0, 1) (None: 0.5, the middle)"},
     )
     arch_optimizer: str = field(
         default="joint",
@@ -206,14 +208,14 @@ class SupernetSearchConfig:
                              f"{self.hard_from_frac!r}")
         check_learnable_scale_max_bits(self.learnable_scale_max_bits,
                                        what=f"{what}.learnable_scale_max_bits")
-        if self.target_init_mass is not None:
+        if self.target_init_position is not None:
             if self.logit_init != "target":
-                raise ValueError(f"{what}.target_init_mass is a setting of "
+                raise ValueError(f"{what}.target_init_position is a setting of "
                                  f"logit_init='target' (logit_init is {self.logit_init!r})")
-            if not (_number_in(self.target_init_mass, 0.5, 1.0, upper_open=True)
-                    and self.target_init_mass > 0.5):
-                raise ValueError(f"{what}.target_init_mass must be in (0.5, 1), got "
-                                 f"{self.target_init_mass!r}")
+            if not (_number_in(self.target_init_position, 0.0, 1.0, upper_open=True)
+                    and self.target_init_position > 0.0):
+                raise ValueError(f"{what}.target_init_position must be in (0, 1), got "
+                                 f"{self.target_init_position!r}")
 
     def arch_lr_factor(self, step: int, total: int) -> float:
         """The logits' learning rate at ``step`` of ``total`` as a share of ``arch_lr``
@@ -286,7 +288,7 @@ def _tilted(bits: Sequence[float], mean: float) -> list[float]:
 
 
 def target_init_logits(candidates: Sequence[int], target: float,
-                       mass: float | None = None) -> list[float]:
+                       position: float | None = None) -> list[float]:
     """Logits whose most likely candidate is the one nearest ``target`` and whose expected
     bits are ``target``: the ``logit_init="target"`` start of every layer.
 
@@ -299,8 +301,9 @@ def target_init_logits(candidates: Sequence[int], target: float,
        allows with the widest interval (the smaller on a further tie);
     2. p_k = q with q > 1/2, so k is the argmax whatever the rest; the rest, mass 1 - q,
        must average mu(q) = (t - q b_k) / (1 - q) for E = t, which finite logits reach only
-       strictly inside the range of the other candidates: q is ``mass`` when given (it
-       must lie in that interval of q in (1/2, 1)), else the interval's midpoint;
+       strictly inside the range of the other candidates: with (lo, hi) that interval of q
+       in (1/2, 1), q = lo + f * (hi - lo), f = ``position`` (default 0.5, the midpoint;
+       near 1 the mixture starts near a one-hot on candidate k, whatever the target);
     3. the rest is spread as the maximum-entropy distribution with mean mu(q),
        p_i proportional to exp(lam * b_i) (lam by bisection: the one-dimensional problem).
 
@@ -310,15 +313,15 @@ def target_init_logits(candidates: Sequence[int], target: float,
     Args:
         candidates: the candidate bit-widths (any order; logits follow ascending bits).
         target: the target average bits.
-        mass: p_k, the nearest candidate's probability (three or more candidates); None:
-            the midpoint of its feasible interval.
+        position: f in (0, 1), where p_k lies in its feasible interval (three or more
+            candidates); None: 0.5.
 
     Returns:
         Logits (mean zero), aligned with the ascending candidates.
 
     Raises:
         ValueError: a target below the smallest candidate, or not a finite number; a
-            ``mass`` outside its feasible interval, or given for fewer than three candidates.
+            ``position`` outside (0, 1), or given for fewer than three candidates.
     """
     bits = sorted(float(b) for b in candidates)
     if not (isinstance(target, (int, float)) and math.isfinite(target)):
@@ -327,9 +330,13 @@ def target_init_logits(candidates: Sequence[int], target: float,
     if target < bits[0]:
         raise ValueError(f"logit_init='target': target {target} bits is below the smallest "
                          f"candidate ({bits[0]:g})")
-    if mass is not None and len(bits) < 3:
-        raise ValueError(f"logit_init='target': target_init_mass needs three or more "
+    if position is not None and len(bits) < 3:
+        raise ValueError(f"logit_init='target': target_init_position needs three or more "
                          f"candidates (with {len(bits)} the target fixes every probability)")
+    if position is not None and not (isinstance(position, (int, float))
+                                     and 0.0 < position < 1.0):
+        raise ValueError(f"logit_init='target': target_init_position must be in (0, 1), got "
+                         f"{position!r}")
     if len(bits) == 1:
         return [0.0]
     t0 = float(target)
@@ -350,14 +357,7 @@ def target_init_logits(candidates: Sequence[int], target: float,
         lo, hi = intervals[k]
         if hi <= lo:  # not reached for K >= 3 and t inside the range
             raise RuntimeError(f"target_init_logits: no construction for {bits} at {t}")
-        if mass is None:
-            q = 0.5 * (lo + hi)
-        elif lo < mass < hi:
-            q = float(mass)
-        else:
-            raise ValueError(f"logit_init='target': target_init_mass {mass!r} is outside "
-                             f"({lo:.4g}, {hi:.4g}), the probabilities of the {bits[k]:g}-bit "
-                             f"candidate that keep E[bits] at {t0:g} for {bits}")
+        q = lo + (0.5 if position is None else float(position)) * (hi - lo)
         rest = [b for i, b in enumerate(bits) if i != k]
         spread = iter(_tilted(rest, (t - q * bits[k]) / (1 - q)))
         probs = [q if i == k else (1 - q) * next(spread) for i in range(len(bits))]
@@ -371,7 +371,7 @@ def initial_logits(config: SupernetSearchConfig, target_bits: float) -> list[flo
     supernet's default) for ``"zero"``, :func:`target_init_logits` for ``"target"``."""
     if config.logit_init == "zero":
         return None
-    logits = target_init_logits(config.candidates, target_bits, config.target_init_mass)
+    logits = target_init_logits(config.candidates, target_bits, config.target_init_position)
     log.info("%s: logits start at %s (E[bits] %.4f, target %.4f)", config.config_name,
              [round(v, 4) for v in logits],
              sum(b * p for b, p in zip(config.candidates,
