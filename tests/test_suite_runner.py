@@ -140,6 +140,17 @@ def test_cli_dry_run_lists_cells_without_loading(corpus, tmp_path, capsys):
 
 
 def test_shipped_suites_validate():
-    for name in ("smoke", "default", "default-full", "ablation", "paper"):
+    for name in ("smoke", "default", "default-full", "ablation", "paper", "supernet-test"):
         suite = load_suite(name)
         assert suite.references() and (suite.compressed() or suite.frontiers)
+
+
+def test_supernet_test_shares_the_main_jobs_reference_and_uniform_4bit_cells():
+    """supernet-test's comment says its 32-bit and uniform 4-bit cells are the main job's."""
+    default, test = load_suite("default"), load_suite("supernet-test")
+    hashes = lambda cells: {c.spec.config_hash() for c in cells}  # noqa: E731
+    assert hashes(test.references()) == hashes(default.references())
+    uniform4 = [c for c in test.compressed() if c.spec.method == "uniform"
+                and not c.spec.params and c.spec.target.avg_bits == 4]
+    [frontier] = [f for f in default.frontiers if f.label == "uniform"]
+    assert hashes(uniform4) == hashes([frontier.cell(4)])
