@@ -430,7 +430,8 @@ def test_ablation_section_compares_each_switch_with_its_base_and_uniform(tmp_pat
     base = cell(method="one_stage", degrade=0.4, rng_seed=4)
     better = cell(method="one_stage", label="one_stage+fix", degrade=0.05, rng_seed=5)
     lonely = cell(method="one_stage", label="other+fix", degrade=0.05, rng_seed=6)
-    text = _render(tmp_path / "abl", [ref, uniform, base, better, lonely])
+    uniform_lsq = cell(method="uniform", label="uniform+lsq", degrade=0.05, rng_seed=7)
+    text = _render(tmp_path / "abl", [ref, uniform, base, better, lonely, uniform_lsq])
     section = text[text.index("ablation (each BASE+SWITCH"):]
     section = section[:section.index("\n## ")]
     row = next(line for line in section.splitlines() if line.startswith("| one_stage+fix"))
@@ -442,7 +443,11 @@ def test_ablation_section_compares_each_switch_with_its_base_and_uniform(tmp_pat
         assert f"{delta:+.2f} pts (p={vs_base.p_value:.3g}, **better**)" in row
         vs_uni = mapsswe(ops(uniform, split), ops(better, split))
         assert f"(p={vs_uni.p_value:.3g}, " in row
-    assert "other+fix" not in section  # no base cell 'other'
+    lonely_row = next(line for line in section.splitlines() if line.startswith("| other+fix"))
+    assert lonely_row.count("no base at this target") == 2  # no cell 'other'; uniform shown
+    vs_uni = mapsswe(ops(uniform, "test-clean"), ops(lonely, "test-clean"))
+    assert f"(p={vs_uni.p_value:.3g}, " in lonely_row
+    assert "- Base uniform" not in section  # uniform against itself says nothing
     assert "- Base one_stage at 4bit against uniform: test-clean: " in section
     assert "**worse**" in section.split("- Base one_stage")[1]
 

@@ -63,9 +63,9 @@ def ablation_section(records: Sequence[Mapping[str, Any]], model: str) -> list[s
         base_label = label.split("+", 1)[0]
         _, target, seed = _key(r)
         base = by.get((base_label, target, seed))
-        if base is None:
-            continue
         uniform = by.get(("uniform", target, seed))
+        if base is None and uniform is None:
+            continue
         for split in r["splits"]:
             if split not in splits:
                 splits.append(split)
@@ -85,13 +85,14 @@ def ablation_section(records: Sequence[Mapping[str, Any]], model: str) -> list[s
         for split in splits:
             wer = r["splits"].get(split, {}).get("wer")
             cells += ["-" if wer is None else f"{100 * wer:.2f}",
-                      direct_comparison(base, r, split),
+                      "no base at this target" if base is None
+                      else direct_comparison(base, r, split),
                       "-" if uniform is None else direct_comparison(uniform, r, split)]
         out.append("| " + " | ".join(cells) + " |")
     out.append("")
     for key in dict.fromkeys((row[0].split("+", 1)[0], row[1], row[2]) for row in rows):
         base, uniform = by.get(key), by.get(("uniform", *key[1:]))
-        if base is None or uniform is None:
+        if base is None or uniform is None or key[0] == "uniform":
             continue
         parts = [f"{s}: {direct_comparison(uniform, base, s)}" for s in base["splits"]]
         out.append(f"- Base {key[0]} at {key[1]} against uniform: " + "; ".join(parts) + ".")
