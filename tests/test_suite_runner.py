@@ -145,8 +145,9 @@ def test_shipped_suites_validate():
         assert suite.references() and (suite.compressed() or suite.frontiers)
 
 
-def test_supernet_test_shares_the_main_jobs_reference_and_uniform_4bit_cells():
-    """supernet-test's comment says its 32-bit and uniform 4-bit cells are the main job's."""
+def test_supernet_test_shares_the_main_jobs_reference_and_4bit_cells():
+    """supernet-test's comment says its 32-bit, uniform and one_stage 4-bit cells are the
+    main job's."""
     default, test = load_suite("default"), load_suite("supernet-test")
     hashes = lambda cells: {c.spec.config_hash() for c in cells}  # noqa: E731
     assert hashes(test.references()) == hashes(default.references())
@@ -156,3 +157,8 @@ def test_supernet_test_shares_the_main_jobs_reference_and_uniform_4bit_cells():
     # the frontier's own grid cell (its targets are floats: 4.0 and 4 hash differently)
     assert hashes(uniform4) == hashes([c for c in frontier.grid_cells()
                                        if c.spec.target.avg_bits == 4])
+    one_stage4 = [c for c in test.compressed()
+                  if c.spec.method == "one_stage" and c.spec.target.avg_bits == 4]
+    [frontier] = [f for f in default.frontiers if f.label == "one_stage"]
+    assert len(one_stage4) == 1 and hashes(one_stage4) == hashes(
+        [c for c in frontier.grid_cells() if c.spec.target.avg_bits == 4])
