@@ -24,9 +24,9 @@ def _records() -> list[dict]:
     ones = [r for r in records if r["config"]["method"] == "one_stage"]
     assert len(ones) == 2
     for r, hard in zip(ones, (20, None), strict=True):
-        r["info"] = {**(r.get("info") or {}), "target_avg_bits": r["config"]["target"]
-                     ["avg_bits"], "trajectory": _trajectory(r["config"]["target"]["avg_bits"],
-                                                             hard)}
+        target = r["config"]["target"]["avg_bits"]
+        r["info"] = {**(r.get("info") or {}), "target_avg_bits": target,
+                     "trajectory": _trajectory(target, hard)}
     return records
 
 

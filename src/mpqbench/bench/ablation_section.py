@@ -92,7 +92,7 @@ def ablation_section(records: Sequence[Mapping[str, Any]], model: str) -> list[s
     out.append("")
     for key in dict.fromkeys((row[0].split("+", 1)[0], row[1], row[2]) for row in rows):
         base, uniform = by.get(key), by.get(("uniform", *key[1:]))
-        if base is None or uniform is None or key[0] == "uniform":
+        if base is None or uniform is None or base is uniform:
             continue
         parts = [f"{s}: {direct_comparison(uniform, base, s)}" for s in base["splits"]]
         out.append(f"- Base {key[0]} at {key[1]} against uniform: " + "; ".join(parts) + ".")

@@ -30,6 +30,7 @@ from mpqbench.bench.headline import cells_of
 from mpqbench.bench.layer_names import model_order, short_names
 
 __all__ = [
+    "COLOURS",
     "MIXED_EXCLUDED",
     "frontier_crs",
     "method_order",
@@ -44,7 +45,8 @@ __all__ = [
 MIXED_EXCLUDED = ("fp32", "uniform")
 _METHOD_RANK = {"fp32": 0, "uniform": 1, "one_stage": 2, "two_stage": 3, "optuna": 4}
 _MARKERS = ("o", "s", "D", "^", "v", "P", "X", "<", ">", "h", "p", "*")
-_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
+#: The line/marker palette every report plot cycles through.
+COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
             "#17becf", "#7f7f7f", "#bcbd22")
 _DPI = 110
 
@@ -73,7 +75,7 @@ def save_figure(fig: Figure, path: Path) -> Path:
 def _style(labels: Sequence[tuple[str, str]]) -> dict[str, tuple[str, str]]:
     """label -> (colour, marker), stable for a given set of labels."""
     ordered = [lab for _, lab in method_order(labels)]
-    return {lab: (_COLOURS[k % len(_COLOURS)], _MARKERS[k % len(_MARKERS)])
+    return {lab: (COLOURS[k % len(COLOURS)], _MARKERS[k % len(_MARKERS)])
             for k, lab in enumerate(ordered)}
 
 
@@ -270,7 +272,7 @@ def plot_compression_time(stages: pd.DataFrame, model: str, path: Path) -> Path 
     first = list(dict.fromkeys(rows.stage))  # search stages run first: stack them lowest
     stage_names = sorted(first, key=lambda s: ((rows[rows.stage == s].kind != "search").all(),
                                                  first.index(s)))
-    colours = {s: _COLOURS[k % len(_COLOURS)] for k, s in enumerate(stage_names)}
+    colours = {s: COLOURS[k % len(COLOURS)] for k, s in enumerate(stage_names)}
     fig = Figure(figsize=(max(6.0, 0.9 * len(keys) + 3.0), 5.0), layout="constrained")
     ax = fig.subplots()
     bottoms = np.zeros(len(keys))

@@ -18,12 +18,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from mpqbench.bench.headline import cells_of
-from mpqbench.bench.plots import save_figure, sort_cells
+from mpqbench.bench.plots import COLOURS, save_figure, sort_cells
 
 __all__ = ["plot_search_trajectory", "trajectories"]
-
-_COLOURS = ("#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
-            "#17becf", "#7f7f7f", "#bcbd22")
 
 
 def trajectories(
@@ -67,7 +64,7 @@ def plot_search_trajectory(
     fig = Figure(figsize=(12.0, 4.8), layout="constrained")
     ax_bits, ax_spread = fig.subplots(1, 2)
     for k, (name, target, traj) in enumerate(systems):
-        colour = _COLOURS[k % len(_COLOURS)]
+        colour = COLOURS[k % len(COLOURS)]
         steps = traj["step"]
         bits = [(s, e) for s, e in zip(steps, traj.get("expected_avg_bits") or [], strict=False)
                 if e is not None]

@@ -212,10 +212,8 @@ class SupernetSearchConfig:
             if self.logit_init != "target":
                 raise ValueError(f"{what}.target_init_position is a setting of "
                                  f"logit_init='target' (logit_init is {self.logit_init!r})")
-            if not (_number_in(self.target_init_position, 0.0, 1.0, upper_open=True)
-                    and self.target_init_position > 0.0):
-                raise ValueError(f"{what}.target_init_position must be in (0, 1), got "
-                                 f"{self.target_init_position!r}")
+            check_target_init_position(self.target_init_position,
+                                       what=f"{what}.target_init_position")
 
     def arch_lr_factor(self, step: int, total: int) -> float:
         """The logits' learning rate at ``step`` of ``total`` as a share of ``arch_lr``
@@ -238,6 +236,17 @@ def _number_in(value: Any, low: float, high: float, *, upper_open: bool = False)
 TARGET_INIT_SLACK = 5e-5
 #: Share of the end gap by which a target at or past an end candidate is moved inside.
 TARGET_INIT_END_INSET = 0.05
+
+
+def check_target_init_position(value: Any, *, what: str) -> float:
+    """``value`` if it is a real number strictly inside (0, 1) (not a bool).
+
+    Raises:
+        ValueError: anything else, naming ``what``.
+    """
+    if not (_number_in(value, 0.0, 1.0, upper_open=True) and value > 0.0):
+        raise ValueError(f"{what} must be in (0, 1), got {value!r}")
+    return float(value)
 
 
 def _mass_interval(bits: Sequence[float], k: int, t: float) -> tuple[float, float]:
@@ -333,10 +342,9 @@ def target_init_logits(candidates: Sequence[int], target: float,
     if position is not None and len(bits) < 3:
         raise ValueError(f"logit_init='target': target_init_position needs three or more "
                          f"candidates (with {len(bits)} the target fixes every probability)")
-    if position is not None and not (isinstance(position, (int, float))
-                                     and 0.0 < position < 1.0):
-        raise ValueError(f"logit_init='target': target_init_position must be in (0, 1), got "
-                         f"{position!r}")
+    if position is not None:
+        check_target_init_position(position,
+                                   what="logit_init='target': target_init_position")
     if len(bits) == 1:
         return [0.0]
     t0 = float(target)
