@@ -54,6 +54,7 @@ from mpqbench.timing import device_label, stage_timer
 from mpqbench.workloads.data.embedded import EMBEDDED, embedded_manifest_sha256, open_split
 from mpqbench.workloads.evaluate import evaluate
 from mpqbench.workloads.metrics.alignment import DEFAULT_ALIGNMENT, check_alignment
+from mpqbench.workloads.models.row_groups import check_row_cuts
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,10 @@ class CellSpec:
             fp32 reference is evaluated in the same precision.
         max_tokens_per_s: duration cap of seq2seq decoding: a clip stops after
             ``ceil(max_tokens_per_s * seconds)`` tokens (None: only ``max_new_tokens``).
+        embedding_row_groups: split the token embedding into row groups starting at 0 and
+            at each of these token ids (``WhisperSpeechModel.split_embedding_rows_``), so
+            the method allocates each group its own bit-width (None: one tensor). The
+            32-bit reference is the same function either way and does not split.
     """
 
     model: str
@@ -117,6 +122,7 @@ class CellSpec:
     alignment: str | None = None
     eval_precision: str | None = None
     max_tokens_per_s: float | None = None
+    embedding_row_groups: tuple[int, ...] | None = None
 
     @classmethod
     def default(cls, name: str) -> Any:
@@ -150,6 +156,13 @@ class CellSpec:
         if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float))
                                  or not rate > 0):
             raise ValueError(f"cell: max_tokens_per_s must be a number > 0, got {rate!r}")
+        cuts = self.embedding_row_groups
+        if cuts is not None:
+            try:
+                cuts = check_row_cuts(cuts, None, what="cell: embedding_row_groups")
+            except (TypeError, ValueError) as exc:
+                raise ValueError(str(exc)) from None
+            object.__setattr__(self, "embedding_row_groups", cuts)
 
     def _optional(self, name: str, default: str, check: Callable[[str], str]) -> None:
         value = getattr(self, name)
@@ -195,8 +208,8 @@ class CellSpec:
             kwargs["budget"] = Budget(**config["budget"])
             target = config.get("target")
             kwargs["target"] = Target(**target) if target else None
-            for name in ("eval_splits", "groups", "rules"):
-                if name in kwargs:
+            for name in ("eval_splits", "groups", "rules", "embedding_row_groups"):
+                if kwargs.get(name) is not None:
                     kwargs[name] = tuple(kwargs[name])
             return cls(**kwargs)
         except (KeyError, TypeError) as exc:
@@ -234,7 +247,7 @@ class CellSpec:
             top_k = DEFAULT_TOP_K
         return dataclasses.replace(
             self, method=FP32, params={}, target=None, rules=(), budget=budget,
-            teacher_top_k=top_k,
+            teacher_top_k=top_k, embedding_row_groups=None,
         )
 
 
@@ -345,7 +358,8 @@ def run_cell(
     splits = {name: open_split(spec.data, name) for name in spec.eval_splits}
     if spec.eval_limit is not None:
         splits = {k: v.subset(min(spec.eval_limit, len(v)), seed=0) for k, v in splits.items()}
-    model = open_model(spec.model, device=device, whisper_window_s=spec.whisper_window_s)
+    model = open_model(spec.model, device=device, whisper_window_s=spec.whisper_window_s,
+                       embedding_row_groups=spec.embedding_row_groups)
     eligible = eligible_layers(model, spec.groups, spec.rules)
     workload = make_workload(
         model, eligible, data=spec.data, train_split=spec.train_split,
@@ -393,7 +407,8 @@ def run_cell(
         export = export_and_check(
             model, allocation, accounting,
             skeleton=lambda: open_model(spec.model, device=device,
-                                        whisper_window_s=spec.whisper_window_s),
+                                        whisper_window_s=spec.whisper_window_s,
+                                        embedding_row_groups=spec.embedding_row_groups),
             utterances=list(first.subset(min(check_utterances, len(first)), seed=0)),
             precision=spec.eval_precision_name, path=export_path,
             max_new_tokens=spec.max_new_tokens, max_tokens_per_s=spec.max_tokens_per_s)

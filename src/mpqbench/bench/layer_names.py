@@ -5,7 +5,8 @@ lost ("layers.10" sorts before "layers.2", decoder before encoder). Plots and ta
 back with :func:`model_order` and label layers with :func:`short_names`, e.g.
 ``model.encoder.layers.3.fc1`` -> ``enc3.fc1``,
 ``wav2vec2.encoder.layers.0.attention.q_proj`` -> ``enc0.q``,
-``model.decoder.layers.1.encoder_attn.k_proj`` -> ``dec1.xattn.k``.
+``model.decoder.layers.1.encoder_attn.k_proj`` -> ``dec1.xattn.k``,
+``model.decoder.embed_tokens.rows.2`` (a row group of the token embedding) -> ``embed.r2``.
 Names that no rule knows keep a shortened form of their own, so nothing is dropped.
 """
 
@@ -24,6 +25,7 @@ _SUBLAYER = {
 _SUB_RANK = {"q": 0, "k": 1, "v": 2, "out": 3, "xattn.q": 4, "xattn.k": 5, "xattn.v": 6,
              "xattn.out": 7, "fc1": 8, "fc2": 9}
 _CNN = re.compile(r"conv_layers\.(\d+)\.conv$")
+_ROW_GROUP = re.compile(r"embed_tokens\.rows\.(\d+)$")
 
 
 def _block_parts(name: str) -> tuple[str, int, str] | None:
@@ -61,6 +63,9 @@ def short_name(name: str) -> str:
         return "head"
     if name.endswith("embed_tokens"):
         return "embed"
+    m = _ROW_GROUP.search(name)
+    if m is not None:
+        return f"embed.r{m.group(1)}"
     if re.search(r"encoder\.conv\d+$", name):
         return name.split(".")[-1]
     return ".".join(name.split(".")[-2:])
@@ -97,7 +102,7 @@ def _order_key(name: str) -> tuple[object, ...]:
         section = 0
     elif label == "pos_conv":
         section = 1
-    elif label in ("head", "embed"):
+    elif label in ("head", "embed") or label.startswith("embed.r"):
         section = 4
     else:
         section = 5

@@ -35,6 +35,8 @@ Format (every key is checked; unknown keys are refused)::
     label = "one_stage"               # optional; defaults to the method name
     avg_bits = [4, 3]                 # targets (or cr = [8.0], or frontier = {...})
     params = { candidates = [2, 4, 8] }
+    embedding_row_groups = [8192]     # optional: the token embedding as row groups cut at
+                                      # these ids, each allocated its own bits (Whisper)
 
     [[systems]]                       # a lossless-frontier search (bench.frontier)
     method = "uniform"
@@ -74,6 +76,7 @@ from mpqbench.quant.allocation import LayerRule
 from mpqbench.workloads.adapter import LAYER_GROUPS
 from mpqbench.workloads.metrics.alignment import ALIGNMENTS
 from mpqbench.workloads.models.registry import MODEL_REGISTRY
+from mpqbench.workloads.models.row_groups import check_row_cuts
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -87,7 +90,8 @@ _SUITE_KEYS = {
     "eval_batch_size", "max_new_tokens", "train_split", "dev_split", "eval_limit",
     "whisper_window_s", "fp32_reference", "alignment", "eval_precision", "max_tokens_per_s",
 }
-_SYSTEM_KEYS = {"method", "label", "avg_bits", "cr", "frontier", "params"}
+_SYSTEM_KEYS = {"method", "label", "avg_bits", "cr", "frontier", "params",
+                "embedding_row_groups"}
 _FRONTIER_KEYS = {"low", "high", "resolution"}
 #: Seeds must fit every RNG a cell seeds (numpy's and torch's take 0..2**32-1 safely).
 _MAX_SEED = 2**32 - 1
@@ -320,6 +324,14 @@ def load_suite(name_or_path: str) -> Suite:
             config = make_config(method, params)
         except (ValueError, TypeError) as exc:
             raise ValueError(f"{where}: {field}.params: {exc}") from exc
+        system_common = dict(common)
+        if "embedding_row_groups" in system:
+            try:
+                system_common["embedding_row_groups"] = check_row_cuts(
+                    system["embedding_row_groups"], None,
+                    what=f"{field}.embedding_row_groups")
+            except ValueError as exc:
+                raise ValueError(f"{where}: {exc}") from None
         if "frontier" in system:
             spec = _frontier(system, where, field, config)
             for model in models:
@@ -327,7 +339,7 @@ def load_suite(name_or_path: str) -> Suite:
                     template = CellSpec(
                         model=model, method=method, params=params,
                         target=Target(avg_bits=spec.high),
-                        budget=dataclasses.replace(budget, seed=seed), **common,
+                        budget=dataclasses.replace(budget, seed=seed), **system_common,
                     )
                     frontiers.append(FrontierSearch(label, spec, template))
             continue
@@ -337,7 +349,7 @@ def load_suite(name_or_path: str) -> Suite:
                 for target in targets:
                     spec = CellSpec(
                         model=model, method=method, params=params, target=target,
-                        budget=dataclasses.replace(budget, seed=seed), **common,
+                        budget=dataclasses.replace(budget, seed=seed), **system_common,
                     )
                     cells.append(Cell(label, spec))
     return Suite(name=name, description=description, path=path,

@@ -16,17 +16,24 @@ from mpqbench.workloads.data.types import Utterance
 from mpqbench.workloads.models.registry import load_model
 
 
-def open_model(name: str, *, device: str, whisper_window_s: int | None = None) -> SpeechModel:
-    """Load a registered model (or local checkpoint) and set its Whisper encoder window.
+def open_model(name: str, *, device: str, whisper_window_s: int | None = None,
+               embedding_row_groups: Sequence[int] | None = None) -> SpeechModel:
+    """Load a registered model (or local checkpoint), set its Whisper encoder window and
+    split its token embedding into row groups (``split_embedding_rows_``).
 
     Raises:
-        ValueError: an unknown model, or a window for a model that is not Whisper.
+        ValueError: an unknown model, a window or row groups for a model that is not
+            Whisper, or cut points outside its vocabulary.
     """
     model = load_model(name, device=device)
     if whisper_window_s is not None:
         if not hasattr(model, "set_window_"):
             raise ValueError(f"whisper_window_s applies to Whisper models, not {name!r}")
         model.set_window_(whisper_window_s)
+    if embedding_row_groups is not None:
+        if not hasattr(model, "split_embedding_rows_"):
+            raise ValueError(f"embedding_row_groups applies to Whisper models, not {name!r}")
+        model.split_embedding_rows_(embedding_row_groups)
     return model
 
 

@@ -46,6 +46,7 @@ from mpqbench.workloads.adapter import (
     Transcript,
 )
 from mpqbench.workloads.data.types import Utterance
+from mpqbench.workloads.models.row_groups import RowGroupedEmbedding, split_rows_
 from mpqbench.workloads.models.whisper_attention import use_single_query_attention
 from mpqbench.workloads.models.whisper_convert import converted_whisper_dir, special_tokens
 
@@ -247,6 +248,20 @@ class WhisperSpeechModel(SpeechModel):
             encoder.max_source_positions = positions
         self.window_s = seconds
         self.feature_extractor = self._make_feature_extractor()
+        return self
+
+    def split_embedding_rows_(self, cuts: Sequence[int]) -> WhisperSpeechModel:
+        """Split the token embedding (and the output projection tied to it) into row
+        groups that start at ``0`` and at each of ``cuts`` (token ids), in place: the
+        ``embeddings`` layer group then lists ``model.decoder.embed_tokens.rows.<i>``, one
+        layer per group, and a method allocates each its own bit-width. The model computes
+        the same function as before (:mod:`~mpqbench.workloads.models.row_groups`).
+
+        Raises:
+            ValueError: bad cuts (not strictly increasing ids inside the vocabulary), or the
+                embedding is already split or quantized.
+        """
+        split_rows_(self.model, "model.decoder.embed_tokens", "proj_out", cuts)
         return self
 
     # --- inputs -----------------------------------------------------------------------
@@ -513,7 +528,8 @@ class WhisperSpeechModel(SpeechModel):
         decoder cross-attention q/k/v/out, fc1, fc2); ``embeddings``: the token embedding
         ``model.decoder.embed_tokens``, whose table is also the output projection
         ``proj_out`` (``prepare_`` ties the projection to the quantized table: one tensor,
-        one set of codes); ``conv``: the two encoder convolutions. ``feature_encoder``,
+        one set of codes), or its row groups after :meth:`split_embedding_rows_`;
+        ``conv``: the two encoder convolutions. ``feature_encoder``,
         ``pos_conv`` (Whisper's positions are tables, kept 32-bit) and ``head`` (the
         projection has no weight of its own) are empty.
         """
@@ -533,9 +549,16 @@ class WhisperSpeechModel(SpeechModel):
             "feature_encoder": [],
             "pos_conv": [],
             "head": [],
-            "embeddings": ["model.decoder.embed_tokens"],
+            "embeddings": self._embedding_layers(),
             "conv": ["model.encoder.conv1", "model.encoder.conv2"],
         }
+
+
+    def _embedding_layers(self) -> list[str]:
+        emb = self.model.model.decoder.embed_tokens
+        if isinstance(emb, RowGroupedEmbedding):
+            return [f"model.decoder.embed_tokens.rows.{i}" for i in range(len(emb.rows))]
+        return ["model.decoder.embed_tokens"]
 
 
 def _read_json(path: Path) -> dict:
