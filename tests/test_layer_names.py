@@ -21,6 +21,8 @@ from mpqbench.bench.layer_names import layer_block, layer_kind, model_order, sho
     ("lm_head", "head"),
     ("proj_out", "head"),
     ("model.encoder.conv2", "conv2"),
+    ("model.decoder.embed_tokens", "embed"),
+    ("model.decoder.embed_tokens.rows.2", "embed.r2"),
     ("some.unknown.module.dense", "module.dense"),
 ])
 def test_short_name(name, label):
@@ -53,3 +55,11 @@ def test_kind_and_block():
     name = "model.decoder.layers.1.encoder_attn.k_proj"
     assert (layer_kind(name), layer_block(name)) == ("dec.xattn.k", "dec1")
     assert (layer_kind("lm_head"), layer_block("lm_head")) == ("head", "head")
+
+
+def test_embedding_row_groups_go_last_in_id_order():
+    names = [f"model.decoder.embed_tokens.rows.{i}" for i in (10, 2, 0)]
+    names.append("model.encoder.layers.0.fc1")
+    assert [short_name(n) for n in model_order(names)] == [
+        "enc0.fc1", "embed.r0", "embed.r2", "embed.r10"]
+    assert layer_kind(names[0]) == "embed.r10"
