@@ -21,8 +21,9 @@ import json
 import time
 
 from mpqbench.bench.workload import open_model
+from mpqbench.precision import compute_dtype
 from mpqbench.quant.allocation import Allocation
-from mpqbench.quant.layers import prepare_
+from mpqbench.quant.layers import frozen_quantized_weights, prepare_
 from mpqbench.workloads.data.embedded import open_split
 from mpqbench.workloads.evaluate import evaluate
 
@@ -68,8 +69,9 @@ def run(cut: int, hi: int, lo: int) -> dict:
     sizes = [m.num_embeddings for m in emb.rows]
     avg = sum(s * b for s, b in zip(sizes, bits, strict=True)) / sum(sizes)
     t0 = time.perf_counter()
-    result = evaluate(model, open_split("embedded", "dev"), batch_size=16,
-                      max_tokens_per_s=10, progress=False, precision="bf16")
+    with frozen_quantized_weights(model.model, compute_dtype("bf16")):  # as a cell decodes
+        result = evaluate(model, open_split("embedded", "dev"), batch_size=16,
+                          max_tokens_per_s=10, progress=False, precision="bf16")
     return {"cut": cut, "hi": hi, "lo": lo, "embedding_avg_bits": round(avg, 3),
             "dev_wer": round(100 * result.wer, 2), "errors": result.totals.errors,
             "capped": result.num_capped, "seconds": round(time.perf_counter() - t0, 1)}

@@ -131,11 +131,11 @@ def test_refusals_name_the_problem():
     with pytest.raises(ValueError, match=r"1\.\.51863"):
         model.split_embedding_rows_([51864])
     model.split_embedding_rows_([100])
-    with pytest.raises(ValueError, match="not a plain nn.Embedding"):
+    with pytest.raises(ValueError, match=r"not a plain nn\.Embedding"):
         model.split_embedding_rows_([100])
     quantized = load_model("tiny-whisper")
     prepare_(quantized, Allocation(quantized.name, {"model.decoder.embed_tokens": 4}))
-    with pytest.raises(ValueError, match="not a plain nn.Embedding"):
+    with pytest.raises(ValueError, match=r"not a plain nn\.Embedding"):
         quantized.split_embedding_rows_([100])
     torch_model = torch.nn.Module()
     torch_model.emb = torch.nn.Embedding(10, 4)
@@ -194,7 +194,7 @@ def test_cells_and_suites_carry_the_cuts_and_the_reference_does_not(tmp_path):
     assert "embedding_row_groups" not in {k for k, v in base.to_dict().items() if v is not None}
     assert CellSpec.from_dict(split.to_dict()) == split
     assert split.reference() == base.reference()
-    with pytest.raises(ValueError, match="embedding_row_groups.*strictly increasing"):
+    with pytest.raises(ValueError, match=r"embedding_row_groups.*strictly increasing"):
         dataclasses.replace(base, embedding_row_groups=[5, 5])
     text = """
 [suite]
