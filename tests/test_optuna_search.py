@@ -26,6 +26,7 @@ from mpqbench.search.optuna_search import (
     SearchProblem,
     param_name,
     pareto_summary,
+    run_optuna,
     search_allocation,
     select_best,
     warm_start_allocations,
@@ -267,6 +268,22 @@ def test_no_trials_falls_back_to_the_best_feasible_uniform(workload):
     assert out.stage.trials == 0 and out.stage.kind == "search"
 
 
+def test_final_qat_learns_lsq_scales_on_the_layers_at_or_below_the_switch():
+    model = load_model("tiny-ctc")
+    eligible = list(allocation_for(model, 8).quantized)
+    work = Workload(name=model.name, model=model, train=_utterances(2, 1),
+                    dev=_utterances(1, 2), eligible=eligible,
+                    teacher=build_teacher_cache(model, _utterances(2, 1), batch_size=2,
+                                                progress=False))
+    # no trial: the fallback, every layer at 2 bits (the highest candidate within 3)
+    out = run_optuna(work, Target(avg_bits=3), _budget(0),
+                     _config(candidates=(2, 4), learnable_scale_max_bits=2))
+    assert set(out.allocation.layers.values()) == {2}
+    layers = [out.model.model.get_submodule(n) for n in eligible]
+    assert layers and all(m.spec.learnable_scale for m in layers)
+    assert OptunaConfig().learnable_scale_max_bits is None
+
+
 def test_target_below_every_candidate_is_refused(workload):
     with pytest.raises(ValueError, match="below the smallest candidate"):
         search_allocation(workload, Target(avg_bits=1.5), _budget(2), _config())
@@ -286,6 +303,7 @@ def test_target_below_every_candidate_is_refused(workload):
         {"storage": ""},
         {"heartbeat_interval": 5},
         {"storage": "sqlite:///x.db", "worker": 1},
+        {"learnable_scale_max_bits": 0},
     ],
 )
 def test_config_validation(kw):

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mpqbench.quant.allocation import Allocation, allocation_for
-from mpqbench.quant.layers import QuantEmbedding, prepare_
+from mpqbench.quant.layers import QuantEmbedding, frozen_quantized_weights, prepare_
 from mpqbench.workloads.data.types import Utterance
 from mpqbench.workloads.models.registry import load_model
 from mpqbench.workloads.models.row_groups import (
@@ -113,6 +113,27 @@ def test_each_group_takes_its_own_bits_and_equal_bits_equal_the_unsplit_table():
     batch = plain.make_batch(utterances())
     with torch.no_grad():
         assert torch.equal(plain.forward(batch).logits, same.forward(batch).logits)
+
+
+def test_frozen_weights_cache_the_grouped_table_with_the_same_values():
+    split = split_whisper()
+    blocks = split.layer_groups()["blocks"]
+    prepare_(split, Allocation(split.name, {**dict(zip(ROWS, (8, 4, 2, 3), strict=True)),
+                                            **dict.fromkeys(blocks, 4)}))
+    emb = split.model.model.decoder.embed_tokens
+    batch = split.make_batch(utterances())
+    with torch.no_grad():
+        table, logits = emb.table(), split.forward(batch).logits
+    with frozen_quantized_weights(split.model):
+        with torch.no_grad():
+            cached = emb.table()
+            assert cached is emb.table()  # concatenated once, not per call
+            assert torch.equal(cached, table)
+            assert torch.equal(split.forward(batch).logits, logits)
+        assert emb.table() is not cached  # autograd on: read from the groups
+    assert emb._frozen_table is None
+    with torch.no_grad():
+        assert emb.table() is not emb.table()
 
 
 def test_training_reaches_every_group_except_the_padding_row():

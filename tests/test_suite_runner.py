@@ -157,7 +157,8 @@ def test_supernet_test_shares_the_main_jobs_reference_and_4bit_cells():
     # the frontier's own grid cell (its targets are floats: 4.0 and 4 hash differently)
     assert hashes(uniform4) == hashes([c for c in frontier.grid_cells()
                                        if c.spec.target.avg_bits == 4])
-    one_stage4 = [c for c in test.compressed() if c.label == "one_stage+sharp-target+separate"
+    one_stage4 = [c for c in test.compressed()
+                  if c.label == "one_stage+c23468+mid-target+separate+lsq+rows+arch-lr-0.1"
                   and c.spec.target.avg_bits == 4]
     [frontier] = [f for f in default.frontiers if f.label == "one_stage"]
     assert len(one_stage4) == 1 and hashes(one_stage4) == hashes(

@@ -160,7 +160,9 @@ def frozen_quantized_weights(
     every decoder weight again; inside this context a forward with autograd off uses the
     weight quantized on entry instead. The values are those every forward would compute
     (the weights do not change while nothing trains), so outputs are unchanged; a forward
-    with autograd on ignores the frozen copy. Nested use is not supported.
+    with autograd on ignores the frozen copy. Nested use is not supported. A module that
+    assembles its table from such layers (``freeze_table()``/``unfreeze_table()``, e.g. a
+    row-grouped token embedding) caches the assembled table too, after they froze.
 
     Args:
         module: the model (or any module holding fake-quant layers).
@@ -171,13 +173,22 @@ def frozen_quantized_weights(
             that autocast then fails on the dtype mismatch.
     """
     layers = [m for m in module.modules() if isinstance(m, _FakeQuantMixin)]
-    with torch.no_grad():
-        for m in layers:
-            weight = m.fake_quant_with_scale()[0].detach()
-            m._frozen_weight = weight if dtype is None else weight.to(dtype)
+    # modules that assemble a table from frozen parts (a row-grouped embedding) cache it
+    # after the parts froze: ``freeze_table()`` / ``unfreeze_table()``
+    tables = [m for m in module.modules()
+              if callable(getattr(m, "freeze_table", None))
+              and callable(getattr(m, "unfreeze_table", None))]
     try:
+        with torch.no_grad():
+            for m in layers:
+                weight = m.fake_quant_with_scale()[0].detach()
+                m._frozen_weight = weight if dtype is None else weight.to(dtype)
+            for m in tables:
+                m.freeze_table()
         yield
     finally:
+        for m in tables:
+            m.unfreeze_table()
         for m in layers:
             m._frozen_weight = None
 

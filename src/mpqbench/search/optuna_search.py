@@ -110,6 +110,7 @@ from mpqbench.quant.accounting import layer_sizes
 from mpqbench.quant.allocation import Allocation
 from mpqbench.quant.formats import Quantizer, check_bits
 from mpqbench.quant.qat import TrainConfig
+from mpqbench.quant.supernet import check_learnable_scale_max_bits
 from mpqbench.search.optuna_storage import open_storage, redact, supports_heartbeat
 from mpqbench.search.ptq_proxy import PROXIES, Proxy, PTQProxy
 from mpqbench.timing import device_label, stage_timer
@@ -188,6 +189,11 @@ class OptunaConfig:
     quantizer: Quantizer = field(
         default_factory=Quantizer, metadata={"help": "granularity / scale method"}
     )
+    learnable_scale_max_bits: int | None = field(
+        default=None,
+        metadata={"help": "final QAT: layers at <= this many bits learn an LSQ scale, as in "
+                          "one_stage and two_stage (None: off; trials' PTQ proxy unchanged)"},
+    )
     train: TrainConfig = field(
         default_factory=TrainConfig, metadata={"help": "settings of the final QAT stage"}
     )
@@ -219,6 +225,8 @@ class OptunaConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"optuna.{name} must be an integer >= {low}, got {value!r}")
+        check_learnable_scale_max_bits(self.learnable_scale_max_bits,
+                                       what="optuna.learnable_scale_max_bits")
         for name in ("heartbeat_interval", "max_new_tokens"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
@@ -714,6 +722,7 @@ def run_optuna(
     qat, result = qat_fixed_bits(
         workload, outcome.allocation, quantizer=config.quantizer, budget=budget,
         train_config=config.train, desc="optuna QAT",
+        learnable_scale_max_bits=config.learnable_scale_max_bits,
     )
     info = {**outcome.info, "final_loss": result.history[-1] if result.history else None}
     return MethodResult(

@@ -84,6 +84,7 @@ class RowGroupedEmbedding(nn.Module):
             for t, a, b in zip(tables, self.starts, ends, strict=True))
         self.num_embeddings = self.starts[-1] + tables[-1].shape[0]
         self.embedding_dim = int(tables[0].shape[1])
+        self._frozen_table: torch.Tensor | None = None
 
     @property
     def weight(self) -> torch.Tensor:
@@ -91,8 +92,25 @@ class RowGroupedEmbedding(nn.Module):
         return self.table()
 
     def table(self) -> torch.Tensor:
-        """The groups' tables (quantized where a group is) concatenated in id order."""
+        """The groups' tables (quantized where a group is) concatenated in id order.
+
+        Between :meth:`freeze_table` and :meth:`unfreeze_table`, and with autograd off, the
+        table concatenated at the freeze (the same values: nothing trains in between)."""
+        if self._frozen_table is not None and not torch.is_grad_enabled():
+            return self._frozen_table
         return torch.cat([group_table(m) for m in self.rows], dim=0)
+
+    def freeze_table(self) -> None:
+        """Concatenate the table once, for inference: greedy decoding projects onto it at
+        every emitted token, and each ``cat`` copies the whole table. Called by
+        ``mpqbench.quant.layers.frozen_quantized_weights`` after the groups froze theirs."""
+        with torch.no_grad():
+            self._frozen_table = None
+            self._frozen_table = self.table().detach()
+
+    def unfreeze_table(self) -> None:
+        """Drop the copy made by :meth:`freeze_table`."""
+        self._frozen_table = None
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         flat = ids.reshape(-1)
