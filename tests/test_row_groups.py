@@ -241,3 +241,30 @@ avg_bits = [4]
     path.write_text(text.replace("[2048, 8192]", "[8192, 2048]"))
     with pytest.raises(ValueError, match=r"rg\.toml.*systems\[0\]\.embedding_row_groups"):
         load_suite(str(path))
+
+
+def test_the_ptq_proxy_scores_row_groups_as_the_prepared_model_computes():
+    """optuna's trial score on a split model: the KL of the model ``prepare_`` makes with
+    the same per-group bits (independent path: fake-quant layers, a fresh teacher)."""
+    import copy
+
+    from mpqbench.quant.teacher import build_teacher_cache
+    from mpqbench.search.ptq_proxy import PTQProxy
+
+    model = split_whisper()
+    data = utterances()
+    eligible = list(allocation_for(model, 8, groups=("blocks", "embeddings")).quantized)
+    bits = {n: (2, 4, 8)[i % 3] for i, n in enumerate(eligible)}
+    bits.update(zip(ROWS, (8, 4, 2, 3), strict=True))
+    with PTQProxy(model, eligible, data, batch_size=2) as proxy:
+        value = proxy.score(bits)
+    reference = copy.deepcopy(model)
+    teacher = build_teacher_cache(reference, data, batch_size=2, progress=False)
+    prepare_(reference, Allocation(model.name, bits))
+    reference.model.eval()
+    with torch.no_grad():
+        batch = reference.make_batch(data)
+        out = reference.forward(batch)
+        expected = float(teacher.kl(batch, out.logits, out.mask))
+    assert value == pytest.approx(expected, rel=1e-5, abs=1e-9)
+    assert value > 0
