@@ -54,6 +54,7 @@ from mpqbench.quant.primitives import (
     fake_quantize_lsq,
     lsq_grad_factor,
 )
+from mpqbench.workloads.models.tied_linear import TiedLinearBase, set_submodule
 
 logger = logging.getLogger(__name__)
 
@@ -296,41 +297,6 @@ class QuantEmbedding(_FakeQuantMixin, nn.Embedding):
         return F.embedding(ids, table, self.padding_idx, None, 2.0, self.scale_grad_by_freq)
 
 
-class TiedLinearBase(nn.Module):
-    """A linear layer whose weight is an embedding table it does not own (Whisper's
-    ``proj_out``, tied to the token embedding): ``x @ table.T + bias``. Subclasses say
-    which table: :meth:`table`. The owner is not a submodule (it lives at its own path)."""
-
-    def __init__(self, owner: nn.Module, bias: nn.Parameter | None) -> None:
-        super().__init__()
-        self.owner = [owner]  # a list: not registered as a submodule
-        self.bias = bias
-
-    def table(self) -> torch.Tensor:
-        """The ``[num_embeddings, dim]`` matrix the projection multiplies by."""
-        raise NotImplementedError
-
-    @property
-    def weight(self) -> torch.Tensor:
-        """The table (read-only use: code that inspects ``module.weight``)."""
-        return self.table()
-
-    @property
-    def in_features(self) -> int:
-        return self.owner[0].embedding_dim
-
-    @property
-    def out_features(self) -> int:
-        return self.owner[0].num_embeddings
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.table(), self.bias)
-
-    def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"tied to a {type(self.owner[0]).__name__} ({self.owner[0].bits} bits)")
-
-
 class _TiedToFakeQuantTable(TiedLinearBase):
     """A tied projection whose owner computes the table (``owner.quantized_weight()``) and
     holds the latent Parameter (``owner.weight``); see its subclasses."""
@@ -373,12 +339,6 @@ def _module_paths(model: nn.Module) -> dict[int, list[str]]:
     return paths
 
 
-def _set_module(model: nn.Module, path: str, new: nn.Module) -> None:
-    parent_name, _, child = path.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, new)
-
-
 def replace_modules_(model: nn.Module, replacements: dict[str, nn.Module]) -> None:
     """Put ``replacements[name]`` at ``name`` and at every other path of the same module."""
     paths = _module_paths(model)
@@ -387,7 +347,7 @@ def replace_modules_(model: nn.Module, replacements: dict[str, nn.Module]) -> No
         for path in paths[id(old)]:
             if path == "":
                 raise ValueError("cannot replace the root module itself")
-            _set_module(model, path, new)
+            set_submodule(model, path, new)
 
 
 def _quantizable(name: str, module: nn.Module) -> type[nn.Module]:

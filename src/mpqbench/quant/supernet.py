@@ -815,8 +815,13 @@ SUPERNET_TYPES: tuple[type[nn.Module], ...] = (SupernetLinear, SupernetConv1d, S
 
 
 def _supernet_class(name: str, module: nn.Module) -> type[_SupernetMixin]:
-    if isinstance(module, SUPERNET_TYPES + FAKE_QUANT_TYPES + (TiedLinearBase,)):
+    if isinstance(module, SUPERNET_TYPES + FAKE_QUANT_TYPES):
         raise ValueError(f"module {name!r} is already quantized ({type(module).__name__})")
+    if isinstance(module, TiedLinearBase):
+        raise ValueError(
+            f"module {name!r} is a projection tied to an embedding's table "
+            f"({type(module).__name__}): it is quantized with that embedding (already "
+            "quantized, or name the embedding or its row groups instead)")
     if type(module) is NonDynamicallyQuantizableLinear:
         raise ValueError(
             f"module {name!r} is an nn.MultiheadAttention out_proj, whose weight the attention "

@@ -22,8 +22,9 @@ import itertools
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from mpqbench.workloads.models.tied_linear import TiedLinearBase, set_submodule
 
 __all__ = ["RowGroupedEmbedding", "RowGroupedProjection", "check_row_cuts", "group_table",
            "split_rows_"]
@@ -135,26 +136,12 @@ class RowGroupedEmbedding(nn.Module):
         return f"num_embeddings={self.num_embeddings}, starts={list(self.starts)}"
 
 
-class RowGroupedProjection(nn.Module):
+class RowGroupedProjection(TiedLinearBase):
     """A linear layer tied to a :class:`RowGroupedEmbedding`: ``x @ table.T + bias``, with
-    the table read from the groups at every call (quantized where they are). The embedding
-    is not a submodule (it lives at its own path)."""
+    the table read from the groups at every call (quantized where they are)."""
 
-    def __init__(self, owner: RowGroupedEmbedding, bias: nn.Parameter | None) -> None:
-        super().__init__()
-        self.owner = [owner]  # a list: not registered as a submodule
-        self.bias = bias
-
-    @property
-    def in_features(self) -> int:
-        return self.owner[0].embedding_dim
-
-    @property
-    def out_features(self) -> int:
-        return self.owner[0].num_embeddings
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.owner[0].table(), self.bias)
+    def table(self) -> torch.Tensor:
+        return self.owner[0].table()
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
@@ -194,15 +181,10 @@ def split_rows_(model: nn.Module, embedding: str, projection: str | None,
         tables = [old.weight[a:b].detach().clone() for a, b in zip(starts, ends, strict=True)]
     new = RowGroupedEmbedding(tables, starts, old.padding_idx).to(old.weight.device)
     new.train(old.training)
-    _set(model, embedding, new)
+    set_submodule(model, embedding, new)
     if lin is not None:
         proj = RowGroupedProjection(new, lin.bias)
         proj.train(lin.training)
-        _set(model, projection, proj)
+        set_submodule(model, projection, proj)
     return new
 
-
-def _set(model: nn.Module, path: str, new: nn.Module) -> None:
-    parent_name, _, child = path.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, new)
