@@ -268,3 +268,23 @@ def test_the_ptq_proxy_scores_row_groups_as_the_prepared_model_computes():
         expected = float(teacher.kl(batch, out.logits, out.mask))
     assert value == pytest.approx(expected, rel=1e-5, abs=1e-9)
     assert value > 0
+
+
+def test_two_stage_kl_sensitivities_give_each_group_its_own_bits():
+    """default-full's two_stage-kl runs on row groups (the Hessian stage 1 ran on them in
+    results/ablation): each group is probed and gets a bit-width of its own."""
+    from mpqbench.baselines.two_stage import TwoStageConfig
+    from mpqbench.method import Budget, Target, Workload, run_method
+    from mpqbench.quant.teacher import build_teacher_cache
+
+    model = split_whisper()
+    data = utterances()
+    eligible = list(allocation_for(model, 8, groups=("blocks", "embeddings")).quantized)
+    wl = Workload(name=model.name, model=model, train=data, dev=data, eligible=eligible,
+                  teacher=build_teacher_cache(model, data, batch_size=2, progress=False))
+    result = run_method("two_stage", wl, Target(avg_bits=5.0),
+                        Budget(train_steps=1, batch_size=2, search_budget=1),
+                        TwoStageConfig(stage1="kl", candidates=(2, 8)))
+    assert set(ROWS) <= set(result.allocation.layers)
+    assert all(result.allocation.layers[r] in (2, 8) for r in ROWS)
+    assert set(ROWS) <= set(result.info["costs"])
