@@ -73,6 +73,45 @@ def test_lr_schedule_warms_up_then_decays_to_floor():
     assert values[-1] == pytest.approx(0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * 89 / 90)))
 
 
+def test_stream_offset_continues_the_batches_and_the_schedule(monkeypatch):
+    """A stage at offset k of a longer run reads batches k, k+1, ... and that run's lr."""
+    import mpqbench.quant.qat as qat
+
+    positions: list[int] = []
+    real = qat.batch_indices
+
+    def spy(n, batch_size, step, seed):
+        positions.append(step)
+        return real(n, batch_size, step, seed)
+
+    lrs: list[float] = []
+    real_step = torch.optim.AdamW.step
+
+    def step(self, *args, **kwargs):
+        lrs.append(self.param_groups[0]["lr"])
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(qat, "batch_indices", spy)
+    monkeypatch.setattr(torch.optim.AdamW, "step", step)
+    model = load_model("tiny-ctc")
+    cfg = TrainConfig(lr=1e-3, warmup_frac=0.2, min_lr_frac=0.0)
+    train(model, make_utterances(), steps=3, batch_size=2, seed=1, config=cfg,
+          stream_offset=7, schedule_steps=10, progress=False)
+    assert positions == [7, 8, 9]
+    assert lrs == pytest.approx([1e-3 * lr_factor(s, 10, 0.2, 0.0) for s in (7, 8, 9)],
+                                rel=1e-12)
+    positions.clear()
+    lrs.clear()
+    train(model, make_utterances(), steps=2, batch_size=2, seed=1, config=cfg,
+          stream_offset=3, progress=False)  # schedule: offset + steps
+    assert positions == [3, 4]
+    assert lrs == pytest.approx([1e-3 * lr_factor(s, 5, 0.2, 0.0) for s in (3, 4)], rel=1e-12)
+    for bad in ({"stream_offset": -1}, {"stream_offset": 2, "schedule_steps": 4}):
+        with pytest.raises(ValueError, match=r"stream_offset|schedule_steps"):
+            train(model, make_utterances(), steps=3, batch_size=2, seed=1, config=cfg,
+                  progress=False, **bad)
+
+
 def test_training_is_deterministic_and_changes_weights():
     m1, r1 = run()
     m2, _ = run()

@@ -366,6 +366,45 @@ def test_pass2_is_a_share_of_the_step_budget_with_its_own_warm_up(monkeypatch, t
     assert default.warmup_frac == 0.1  # None: the train config's, as before
 
 
+@pytest.mark.parametrize(("train_steps", "frac"), [(10, 0.5), (7, 0.3), (3, 0.0)])
+def test_continued_pass2_is_one_schedule_and_one_batch_stream(monkeypatch, train_steps, frac):
+    """pass2_schedule='continue': the weights' lr is one warm-up/cosine over train_steps and
+    pass 2 reads the batches after the supernet stage's, never its first ones again."""
+    import mpqbench.quant.qat as qat
+
+    lrs: list[float] = []
+    positions: list[int] = []
+    real_step, real_indices = torch.optim.AdamW.step, qat.batch_indices
+
+    def step(self, *args, **kwargs):
+        lrs.append(self.param_groups[0]["lr"])
+        return real_step(self, *args, **kwargs)
+
+    def indices(n, batch_size, at, seed):
+        positions.append(at)
+        return real_indices(n, batch_size, at, seed)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", step)
+    monkeypatch.setattr(qat, "batch_indices", indices)
+    train_config = TrainConfig(lr=1e-3, warmup_frac=0.1, min_lr_frac=0.0)
+    config = OneStageConfig(pass2_frac=frac, pass2_schedule="continue", train=train_config)
+    result = run_method("one_stage", workload(), Target(avg_bits=4.0),
+                        Budget(train_steps=train_steps, batch_size=2, seed=0), config)
+    assert result.info["pass2_schedule"] == "continue"
+    assert sum(result.info["steps"].values()) == train_steps == len(lrs)
+    assert positions == list(range(train_steps))
+    assert lrs == pytest.approx([1e-3 * lr_factor(s, train_steps, 0.1, 0.0)
+                                 for s in range(train_steps)], rel=1e-12)
+
+
+def test_pass2_schedule_is_validated():
+    with pytest.raises(ValueError, match=r"one_stage\.pass2_schedule"):
+        make_config("one_stage", {"pass2_schedule": "resume"})
+    with pytest.raises(ValueError, match=r"one_stage\.pass2_warmup_frac applies"):
+        make_config("one_stage", {"pass2_schedule": "continue", "pass2_warmup_frac": 0.2})
+    assert OneStageConfig().pass2_schedule == "restart"  # what committed records ran
+
+
 def test_pass2_warmup_frac_is_validated():
     for bad in (1.0, -0.1, "0.2"):
         with pytest.raises(ValueError, match=r"one_stage\.pass2_warmup_frac"):

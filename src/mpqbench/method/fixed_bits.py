@@ -52,6 +52,8 @@ def qat_fixed_bits(
     steps: int | None = None,
     prepare: bool = True,
     learnable_scale_max_bits: int | None = None,
+    stream_offset: int = 0,
+    schedule_steps: int | None = None,
 ) -> tuple[StageTiming, TrainResult]:
     """Fake-quantize ``workload.model`` per ``allocation`` and train it for the budget's steps.
 
@@ -69,6 +71,9 @@ def qat_fixed_bits(
             (e.g. extracted from a supernet); then ``quantizer`` is not used.
         learnable_scale_max_bits: layers at b <= this get learnable (LSQ) scales
             (:func:`prepare_low_bit_lsq_`); None (default): ``quantizer`` alone decides.
+        stream_offset, schedule_steps: this stage's place in a longer run (batches and lr
+            schedule continue it; :func:`~mpqbench.quant.qat.train`); 0 and None (default):
+            the stage is a run of its own.
 
     With ``workload.checkpoint_dir`` set, the loop checkpoints to ``checkpoint_dir / stage``
     every ``train_config.checkpoint_every`` steps (none when it is 0) and resumes from the
@@ -96,6 +101,7 @@ def qat_fixed_bits(
         checkpoint_dir=checkpoint_dir,
         desc=desc, progress=workload.progress,
         precision=budget.precision, trim_window=budget.trim_window,
+        stream_offset=stream_offset, schedule_steps=schedule_steps,
     )
     timing = StageTiming(stage, result.seconds, device_label(workload.device),
                          steps=result.resumed_from + result.steps, kind="qat")

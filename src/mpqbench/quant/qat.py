@@ -170,6 +170,8 @@ def train(
     progress: bool = True,
     precision: str = "fp32",
     trim_window: bool = False,
+    stream_offset: int = 0,
+    schedule_steps: int | None = None,
 ) -> TrainResult:
     """Train ``model`` in place for ``steps`` optimizer steps.
 
@@ -201,6 +203,14 @@ def train(
         trim_window: collate each batch with ``make_batch(..., trim=True)`` (padding only to
             its longest clip, for fixed-window models); the teacher's outputs do not depend
             on it, so the KL target stays the full-window teacher.
+        stream_offset: the position of this call's first step in a longer run: step ``s``
+            draws the batch of step ``s + stream_offset`` of the seeded stream and takes
+            the lr of that position of the schedule, so a run split into stages (e.g. a
+            supernet stage, then a fine-tune of the extracted network) reads fresh batches
+            and one warm-up/cosine schedule across the stages.
+        schedule_steps: the length of the lr schedule (warm-up and cosine) of the weights'
+            groups; None: ``stream_offset + steps``. Separate groups keep their own
+            schedule over this call's ``steps``.
 
     Under a multi-rank process group (:mod:`mpqbench.distributed`) every rank must call
     this with the same arguments; ``batch_size`` is the global batch, shared out over ranks.
@@ -220,6 +230,12 @@ def train(
     """
     if steps < 0 or batch_size < 1:
         raise ValueError(f"steps must be >= 0 and batch_size >= 1, got {steps}, {batch_size}")
+    if stream_offset < 0:
+        raise ValueError(f"stream_offset must be >= 0, got {stream_offset}")
+    span = stream_offset + steps if schedule_steps is None else schedule_steps
+    if span < stream_offset + steps:
+        raise ValueError(f"schedule_steps ({schedule_steps}) must cover stream_offset + steps "
+                         f"({stream_offset} + {steps})")
     if len(data) == 0:
         raise ValueError("training data is empty")
     check_precision(precision, model.device)
@@ -243,7 +259,8 @@ def train(
         bar = tqdm(total=steps, initial=start, desc=desc, unit="step",
                    disable=not (progress and ddp.is_rank0()))
         for step in range(start, steps):
-            factor = lr_factor(step, steps, config.warmup_frac, config.min_lr_frac)
+            at = step + stream_offset
+            factor = lr_factor(at, span, config.warmup_frac, config.min_lr_frac)
             for g, base in zip(optimizer.param_groups, peak, strict=True):
                 g["lr"] = base * factor
             for group, opt in zip(separate, own, strict=True):
@@ -252,7 +269,7 @@ def train(
             ranks.share_rng()
             if on_step is not None:
                 on_step(step)
-            idx = ranks.my_share(batch_indices(len(data), batch_size, step, seed))
+            idx = ranks.my_share(batch_indices(len(data), batch_size, at, seed))
             batch = model.make_batch([data[i] for i in idx], trim=trim_window)
             with autocast(precision, model.device):
                 out = model.forward(batch)

@@ -27,12 +27,25 @@ Precision learning and quantized-parameter estimation in ONE training run:
    steps with the bits fixed (:func:`mpqbench.method.fixed_bits.qat_fixed_bits`).
 
 Pass 2 is a share of the same step budget: ``round(pass2_frac * train_steps)`` steps, the
-supernet stage the rest, so the two always add up to ``train_steps``. It runs the shared
-loop's warm-up/cosine schedule over its own steps (the supernet stage's lr has decayed by
-then): a linear warm-up over ``pass2_warmup_frac`` of pass 2's steps (None, the default:
-``train.warmup_frac``, as before the switch existed), then cosine decay to
-``train.min_lr_frac``. ``hard_from_frac`` (shared search switch) trains the deployed kind of
-sub-network late in the supernet stage itself: one candidate per layer in the forward.
+supernet stage the rest, so the two always add up to ``train_steps``. How it is scheduled is
+``pass2_schedule``:
+
+- ``"restart"`` (the default, the behaviour before the switch existed, so that committed
+  records keep their meaning): the supernet stage runs the loop's warm-up/cosine schedule
+  over its own steps, down to ``train.min_lr_frac``; pass 2 then starts a fresh AdamW with
+  a schedule of its own (a linear warm-up over ``pass2_warmup_frac`` of its steps -- None:
+  ``train.warmup_frac`` -- back up to the peak lr, then cosine decay) on the seeded batch
+  stream from its start, i.e. the supernet stage's first batches again;
+- ``"continue"``: the two stages are one run: one warm-up/cosine schedule over all
+  ``train_steps`` (the supernet stage takes its first part, pass 2 the tail, where the lr
+  is low) and one batch stream (pass 2 reads the batches after the supernet stage's). The
+  weights' optimizer is still a fresh AdamW at the switch (the extracted layers keep the
+  same weight Parameters; their moment estimates restart). Measured: the restart costs the
+  8-bit system 3.5-4 dev points that the same system without pass 2 does not lose
+  (docs/FINDINGS.md, "The main job in one search space").
+
+``hard_from_frac`` (shared search switch) trains the deployed kind of sub-network late in
+the supernet stage itself: one candidate per layer in the forward.
 
 Both training stages are parameter estimation (``kind="qat"``), so the method spends exactly
 ``budget.train_steps`` QAT steps and no separate search budget.
@@ -76,7 +89,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from mpqbench.method import (
     Budget,
@@ -120,7 +133,12 @@ class OneStageConfig(SupernetSearchConfig):
     pass2_warmup_frac: float | None = field(
         default=None,
         metadata={"help": "share of pass 2's steps warming its lr up (None: "
-                          "train.warmup_frac)"},
+                          "train.warmup_frac); restart schedule only"},
+    )
+    pass2_schedule: Literal["restart", "continue"] = field(
+        default="restart",
+        metadata={"help": "restart: pass 2 re-warms its own schedule on the stream's first "
+                          "batches; continue: one schedule and batch stream over both stages"},
     )
     quantizer: Quantizer = field(
         default_factory=Quantizer,
@@ -138,6 +156,13 @@ class OneStageConfig(SupernetSearchConfig):
                                        and 0.0 <= warmup < 1.0):
             raise ValueError(
                 f"one_stage.pass2_warmup_frac must be None or in [0, 1), got {warmup!r}")
+        if self.pass2_schedule not in ("restart", "continue"):
+            raise ValueError("one_stage.pass2_schedule must be 'restart' or 'continue', got "
+                             f"{self.pass2_schedule!r}")
+        if self.pass2_schedule == "continue" and warmup is not None:
+            raise ValueError(
+                "one_stage.pass2_warmup_frac applies to pass2_schedule='restart' only: "
+                "with 'continue' pass 2 takes the tail of the one schedule")
         if self.quantizer.learnable_scale:
             raise ValueError(
                 "one_stage.quantizer.learnable_scale is not supported: supernet scales are "
@@ -185,6 +210,8 @@ def run_one_stage(
         )
     steps2 = round(config.pass2_frac * budget.train_steps)
     steps1 = budget.train_steps - steps2
+    continued = config.pass2_schedule == "continue"
+    span = budget.train_steps if continued else None
     device = device_label(workload.device)
 
     prepare_supernet_(module, eligible, config.candidates, config.quantizer, hard=config.hard,
@@ -204,6 +231,7 @@ def run_one_stage(
         extra_loss=budget_term, on_step=schedule, desc="one-stage supernet",
         progress=workload.progress,
         precision=budget.precision, trim_window=budget.trim_window,
+        schedule_steps=span,
     )
     with stage_timer(workload.device) as watch:
         logits = {n: m.alpha.detach().cpu().tolist() for n, m in by_name.items()}
@@ -233,6 +261,7 @@ def run_one_stage(
             workload, allocation, quantizer=config.quantizer, budget=budget,
             train_config=config.pass2_train(), desc="one-stage pass 2", stage="pass2",
             steps=steps2, prepare=False,
+            stream_offset=steps1 if continued else 0, schedule_steps=span,
         )
         stages.append(stage2)
         history += result2.history
@@ -240,6 +269,7 @@ def run_one_stage(
         "target_avg_bits": target_bits,
         "candidates": list(config.candidates),
         "steps": {"supernet": steps1, "pass2": steps2},
+        "pass2_schedule": config.pass2_schedule,
         "logits": logits,
         "probabilities": probs,
         "expected_avg_bits": {**_summary(budget_term.expected), "final": final_expected},
