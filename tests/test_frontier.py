@@ -196,6 +196,66 @@ def test_monotone_bracket_holds_the_frontier(low, span, res, t):
         assert final.lossless - final.lossy <= spec.resolution + 1e-9
 
 
+# ---- start = "middle": plain bisection over the grid ------------------------------------
+
+MIDDLE = FrontierSpec(low=2.0, high=6.0, resolution=0.5, start="middle")
+
+
+def test_middle_start_is_validated_and_bounded():
+    with pytest.raises(ValueError, match=r"FrontierSpec\.start"):
+        FrontierSpec(2.0, 6.0, 0.5, start="top")
+    # ceil(log2(K + 2)): K = 1, 2, 3, 4, 6, 8 intervals
+    assert [max_frontier_cells(FrontierSpec(0, k, 1, start="middle"))
+            for k in (1, 2, 3, 4, 6, 8)] == [2, 2, 3, 3, 3, 4]
+
+
+@pytest.mark.parametrize("t_star", [0.5, 2.0, 2.01, 2.5, 2.7, 3.0, 4.25, 5.5, 5.99, 6.0,
+                                    6.01, 7.0])
+def test_middle_start_finds_the_boundary_in_ceil_log2_k_plus_2_cells(t_star):
+    steps = frontier_targets_run(MIDDLE, monotone(t_star), max_cells=4)
+    final, targets = steps[-1], run_targets(steps)
+    assert targets[0] == 4.0 and len(set(targets)) == len(targets) <= 4
+    # Brute force over the grid, the same answers as a search from the ends.
+    ends = frontier_targets_run(SPEC, monotone(t_star), max_cells=10)[-1]
+    assert (final.status, final.lossless, final.lossy) == (ends.status, ends.lossless,
+                                                            ends.lossy)
+    if final.status == "bracketed":
+        assert final.lossless - final.lossy == pytest.approx(0.5)
+
+
+def test_middle_start_on_the_main_jobs_three_point_grid_takes_two_cells():
+    spec = FrontierSpec(4, 8, 2, start="middle")
+    for t_star, targets, status in [(3.0, [6, 4], "low_lossless"), (5.0, [6, 4], "bracketed"),
+                                    (7.0, [6, 8], "bracketed"), (9.0, [6, 8], "high_lossy")]:
+        steps = frontier_targets_run(spec, monotone(t_star), max_cells=2)
+        assert run_targets(steps) == targets and steps[-1].status == status
+
+
+def test_middle_start_reports_non_monotone_observations_and_stays_bounded():
+    step = next_frontier_step(MIDDLE, {4.0: True, 5.0: False})
+    assert step.status == "non_monotone" and "lossy at 5 but lossless at 4" in step.reason
+
+    def oracle(bits):  # lossless only on [3, 4.5] and at 6
+        return 3.0 <= bits <= 4.5 or bits == 6.0
+
+    steps = frontier_targets_run(MIDDLE, oracle, max_cells=max_frontier_cells(MIDDLE))
+    final = steps[-1]
+    assert final.status == "bracketed" and oracle(final.lossless) and not oracle(final.lossy)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.booleans(), min_size=9, max_size=9))
+def test_middle_start_any_oracle_finishes_within_the_bound(values):
+    table = dict(zip(GRID, values, strict=True))
+    steps = frontier_targets_run(MIDDLE, table.__getitem__,
+                                 max_cells=max_frontier_cells(MIDDLE))
+    final = steps[-1]
+    assert final.done and final.status != "non_monotone"
+    if final.status == "bracketed":
+        assert table[final.lossless] and not table[final.lossy]
+        assert GRID.index(final.lossless) == GRID.index(final.lossy) + 1
+
+
 def test_budget_and_input_errors():
     with pytest.raises(ValueError, match="needs more than max_cells=4"):
         frontier_targets_run(SPEC, monotone(3.3), max_cells=4)

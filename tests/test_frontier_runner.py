@@ -68,12 +68,21 @@ def test_frontier_system_parses_to_a_search_and_adds_dev_to_every_cell(corpus, t
     assert len({c.key for c in search.grid_cells()}) == len(frontier_grid(search.spec))
 
 
+def test_frontier_start_is_read_from_the_suite(corpus, tmp_path):
+    text = SUITE.replace("resolution = 0.5 }}", 'resolution = 0.5, start = "middle" }}')
+    (search,) = load_suite(str(write(tmp_path, text.format(data=corpus)))).frontiers
+    assert search.spec.start == "middle"
+    (search,) = load_suite(str(write(tmp_path, SUITE.format(data=corpus)))).frontiers
+    assert search.spec.start == "ends"
+
+
 BAD = {
     "both": ("frontier = {{ low = 2", "avg_bits = [4]\nfrontier = {{ low = 2",
              "exactly one of avg_bits"),
     "missing": (", resolution = 0.5 }}", " }}", "missing ['resolution']"),
     "unknown": ("resolution = 0.5 }}", "resolution = 0.5, step = 1 }}", "step"),
     "order": ("low = 2, high = 8", "low = 8, high = 2", "low must be < high"),
+    "start": ("resolution = 0.5 }}", 'resolution = 0.5, start = "top" }}', "start must be"),
     "range": ("low = 2, high = 8", "low = 1, high = 8", "outside the method's reachable"),
     "not-table": ("frontier = {{ low = 2, high = 8, resolution = 0.5 }}", "frontier = 3",
                   "must be a table"),

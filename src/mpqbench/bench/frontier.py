@@ -11,15 +11,22 @@ bracketed by bisection over a fixed grid of targets:
   and every interval but possibly the last is ``r`` wide. Every target the search asks
   for is a grid point, so a rerun asks for the same targets, hence the same cells and
   cell hashes;
-- the search runs ``high`` first, then ``low``, then the grid point in the middle
-  (rounded down) of the tightest bracket (highest lossy target below the lowest lossless
-  one) until the bracket is one interval wide (width <= ``r``): at most
-  ``2 + ceil(log2(K))`` cells (:func:`max_frontier_cells`), exactly that many when ``K``
-  is a power of two and the frontier lies in ``(low, high]``;
-- it stops early, with a reason, when ``high`` is not lossless (no lossless point in
-  range), when ``low`` is lossless (the frontier is at or below ``low``), or when the
-  observations contradict monotonicity (a lossy target above a lossless one), which is
-  reported, never searched around, so the search cannot loop. Bisection only runs targets
+- ``start = "ends"`` (default): the search runs ``high`` first, then ``low``, then the
+  grid point in the middle (rounded down) of the tightest bracket (highest lossy target
+  below the lowest lossless one) until the bracket is one interval wide (width <= ``r``):
+  at most ``2 + ceil(log2(K))`` cells (:func:`max_frontier_cells`), exactly that many when
+  ``K`` is a power of two and the frontier lies in ``(low, high]``; it stops early, with a
+  reason, when ``high`` is not lossless (no lossless point in range) or when ``low`` is
+  lossless (the frontier is at or below ``low``);
+- ``start = "middle"``: plain bisection over the whole grid, as if a lossy point lay one
+  interval below ``low`` and a lossless one above ``high``: the middle grid point first,
+  then the middle of the remaining bracket, ``high`` or ``low`` only when the bracket
+  reaches them. At most ``ceil(log2(K + 2))`` cells whatever the outcome (2 for the
+  3-point grid 4, 6, 8, where "ends" runs 3 when the frontier is inside the range), at the
+  price of more cells than "ends" when nothing in range is lossless (2 instead of 1 there);
+- either way the search stops, with a reason, when the observations contradict
+  monotonicity (a lossy target above a lossless one), which is reported, never searched
+  around, so the search cannot loop. Bisection only runs targets
   inside the current bracket, so the cells it ran itself never contradict each other; a
   contradiction comes from observations made elsewhere (cells of the same grid that were
   run for another reason, or by an earlier search of another range).
@@ -47,6 +54,9 @@ __all__ = [
 #: What a :class:`FrontierStep` says: run one more target, or done and why.
 Status = Literal["run", "bracketed", "high_lossy", "low_lossless", "non_monotone"]
 
+#: Where a search starts: at the range's ends, or in its middle (module docstring).
+Start = Literal["ends", "middle"]
+
 
 def _finite_number(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -62,15 +72,18 @@ class FrontierSpec:
         low: lowest target searched (average bits).
         high: highest target searched; run first.
         resolution: the grid step; the search stops once the bracket is this narrow.
+        start: ``"ends"`` (``high``, then ``low``, then bisection) or ``"middle"``
+            (bisection from the middle of the grid); see the module docstring.
 
     Raises:
-        ValueError: a field that is not a finite number, ``resolution <= 0``, or
-            ``low >= high`` (the field is named).
+        ValueError: a field that is not a finite number, ``resolution <= 0``,
+            ``low >= high``, or an unknown ``start`` (the field is named).
     """
 
     low: float
     high: float
     resolution: float
+    start: Start = "ends"
 
     def __post_init__(self) -> None:
         low = _finite_number("low", self.low)
@@ -78,6 +91,9 @@ class FrontierSpec:
         resolution = _finite_number("resolution", self.resolution)
         if resolution <= 0:
             raise ValueError(f"FrontierSpec.resolution must be > 0, got {self.resolution!r}")
+        if self.start not in ("ends", "middle"):
+            raise ValueError(f"FrontierSpec.start must be 'ends' or 'middle', got "
+                             f"{self.start!r}")
         if low >= high:
             raise ValueError(f"FrontierSpec.low must be < high, got low={self.low!r}, "
                              f"high={self.high!r}")
@@ -135,8 +151,11 @@ def frontier_grid(spec: FrontierSpec) -> tuple[float, ...]:
 
 
 def max_frontier_cells(spec: FrontierSpec) -> int:
-    """The most cells a search over ``spec`` runs: ``2 + ceil(log2(K))``, ``K`` intervals."""
+    """The most cells a search over ``spec`` runs, ``K`` its intervals:
+    ``2 + ceil(log2(K))`` from the ends, ``ceil(log2(K + 2))`` from the middle."""
     n = _n_intervals(spec)
+    if spec.start == "middle":
+        return (n + 1).bit_length()  # (m - 1).bit_length() == ceil(log2(m)), m = n + 2
     return 2 + (n - 1).bit_length()  # (n - 1).bit_length() == ceil(log2(n)) for n >= 1
 
 
@@ -197,6 +216,8 @@ def next_frontier_step(spec: FrontierSpec, observations: Mapping[float, bool]) -
         return FrontierStep("non_monotone",
                             reason=f"non-monotone: lossy at {_fmt(x)} but lossless at "
                                    f"{_fmt(y)} < {_fmt(x)}")
+    if spec.start == "middle":
+        return _bisect_from_middle(top, seen, grid)
     if top not in seen:
         return FrontierStep("run", run=grid(top))
     if not seen[top]:
@@ -215,6 +236,27 @@ def next_frontier_step(spec: FrontierSpec, observations: Mapping[float, bool]) -
                             reason=f"bracketed: lossless at {_fmt(grid(hi))}, lossy at "
                                    f"{_fmt(grid(lo))}")
     return FrontierStep("run", run=grid((lo + hi) // 2))
+
+
+def _bisect_from_middle(top: int, seen: Mapping[int, bool],
+                        grid: Callable[[int], float]) -> FrontierStep:
+    """Bisection over grid indices 0..top with a virtual lossy -1 and lossless top + 1
+    (the observations are already known to be monotone)."""
+    lo = max((k for k, ok in seen.items() if not ok), default=-1)
+    hi = min((k for k, ok in seen.items() if ok), default=top + 1)
+    if hi - lo > 1:
+        return FrontierStep("run", run=grid((lo + hi) // 2))
+    if hi == top + 1:
+        return FrontierStep("high_lossy", lossy=grid(top),
+                            reason=f"high is not lossless (lossy at {_fmt(grid(top))}): no "
+                                   "lossless point in range")
+    if lo == -1:
+        return FrontierStep("low_lossless", lossless=grid(0),
+                            reason=f"low is lossless (lossless at {_fmt(grid(0))}): the "
+                                   "frontier is at or below the range")
+    return FrontierStep("bracketed", lossless=grid(hi), lossy=grid(lo),
+                        reason=f"bracketed: lossless at {_fmt(grid(hi))}, lossy at "
+                               f"{_fmt(grid(lo))}")
 
 
 def frontier_targets_run(

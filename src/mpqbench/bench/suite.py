@@ -93,6 +93,7 @@ _SUITE_KEYS = {
 _SYSTEM_KEYS = {"method", "label", "avg_bits", "cr", "frontier", "params",
                 "embedding_row_groups"}
 _FRONTIER_KEYS = {"low", "high", "resolution"}
+_FRONTIER_OPTIONAL = {"start"}
 #: Seeds must fit every RNG a cell seeds (numpy's and torch's take 0..2**32-1 safely).
 _MAX_SEED = 2**32 - 1
 #: Whisper's encoder window is 30 s; a suite may shrink it.
@@ -357,7 +358,8 @@ def load_suite(name_or_path: str) -> Suite:
 
 
 def _frontier(system: Mapping[str, Any], where: str, field: str, config: Any) -> FrontierSpec:
-    """``systems[i].frontier``: a table of low, high and resolution (average bits)."""
+    """``systems[i].frontier``: a table of low, high and resolution (average bits) and,
+    optionally, where the search starts (``start = "ends"`` or ``"middle"``)."""
     if "avg_bits" in system or "cr" in system:
         raise ValueError(f"{where}: {field} needs exactly one of avg_bits = [...], cr = [...] "
                          "or frontier = {...}")
@@ -365,12 +367,13 @@ def _frontier(system: Mapping[str, Any], where: str, field: str, config: Any) ->
     if not isinstance(raw, Mapping):
         raise ValueError(f"{where}: {field}.frontier must be a table "
                          "{ low = ..., high = ..., resolution = ... }")
-    _only(raw, _FRONTIER_KEYS, where, f"{field}.frontier")
+    _only(raw, _FRONTIER_KEYS | _FRONTIER_OPTIONAL, where, f"{field}.frontier")
     missing = sorted(_FRONTIER_KEYS - set(raw))
     if missing:
         raise ValueError(f"{where}: {field}.frontier is missing {missing}")
     try:
-        spec = FrontierSpec(low=raw["low"], high=raw["high"], resolution=raw["resolution"])
+        spec = FrontierSpec(low=raw["low"], high=raw["high"], resolution=raw["resolution"],
+                            start=raw.get("start", "ends"))
     except ValueError as exc:
         raise ValueError(f"{where}: {field}.frontier: {exc}") from None
     candidates = getattr(config, "candidates", None)
