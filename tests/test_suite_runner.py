@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -146,8 +147,8 @@ def test_shipped_suites_validate():
 
 
 def test_supernet_test_shares_the_main_jobs_reference_and_4bit_cells():
-    """supernet-test's comment says its 32-bit, uniform and one_stage 4-bit cells are the
-    main job's."""
+    """supernet-test's comment says its 32-bit and uniform 4-bit cells are the main job's,
+    and its mid-start one_stage is the main job's one_stage with pass 2."""
     default, test = load_suite("default"), load_suite("supernet-test")
     hashes = lambda cells: {c.spec.config_hash() for c in cells}  # noqa: E731
     assert hashes(test.references()) == hashes(default.references())
@@ -161,5 +162,8 @@ def test_supernet_test_shares_the_main_jobs_reference_and_4bit_cells():
                   if c.label == "one_stage+c23468+mid-target+separate+lsq+rows+arch-lr-0.1"
                   and c.spec.target.avg_bits == 4]
     [frontier] = [f for f in default.frontiers if f.label == "one_stage"]
-    assert len(one_stage4) == 1 and hashes(one_stage4) == hashes(
-        [c for c in frontier.grid_cells() if c.spec.target.avg_bits == 4])
+    [main4] = [c for c in frontier.grid_cells() if c.spec.target.avg_bits == 4]
+    assert len(one_stage4) == 1 and hashes(one_stage4) != hashes([main4])
+    without_pass2 = dataclasses.replace(
+        one_stage4[0].spec, params={**one_stage4[0].spec.params, "pass2_frac": 0.0})
+    assert without_pass2.config_hash() == main4.spec.config_hash()
