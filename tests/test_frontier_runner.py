@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 import mpqbench.bench.runner as runner
+from mpqbench.bench.completeness import completeness_section, search_states
 from mpqbench.bench.frontier import frontier_grid, max_frontier_cells
 from mpqbench.bench.headline import headline
 from mpqbench.bench.report import write_report
@@ -217,3 +218,58 @@ def test_real_cells_frontier_and_report(corpus, tmp_path):
     report = files.report.read_text()
     assert "lossless frontier (decided on dev)" in report
     assert front["reason"] in report
+    assert "## Completeness" not in report  # no suite given: nothing to check against
+    suite_file = str(tmp_path / "suite.toml")
+    assert main(["report", suite_file, "--results", str(results)]) == 0
+    report = files.report.read_text()
+    assert ("Suite front (`suite.toml`) declares 2 fixed cells and 1 frontier search. "
+            "Every one of them has run.") in report
+
+
+def test_the_report_says_which_searches_and_cells_have_not_run(corpus, tmp_path,
+                                                              monkeypatch):
+    text = SUITE.replace("seeds = [0]", "seeds = [0, 1]") + (
+        '\n[[systems]]\nmethod = "uniform"\nlabel = "uniform-f"\n'
+        'frontier = {{ low = 2, high = 8, resolution = 2 }}\n')
+    suite = load_suite(str(write(tmp_path, text.format(data=corpus))))
+    assert [(s.label, s.template.budget.seed) for s in suite.frontiers] == [
+        ("one_stage", 0), ("one_stage", 1), ("uniform-f", 0), ("uniform-f", 1)]
+    results = tmp_path / "res"
+    calls: list[float] = []
+    # shard 0/4 takes search 0 (one_stage s0) and fixed cell 0; the kill lands in
+    # shard 2/4's search (uniform-f s0) after its first cell
+    monkeypatch.setattr(runner, "run_cell", _fake_run_cell(4.5, calls))
+    run_suite(suite, results=results, shard=(0, 4), progress=False)
+    monkeypatch.setattr(runner, "run_cell", _fake_run_cell(4.5, calls, len(calls) + 1))
+    with pytest.raises(KeyboardInterrupt):
+        run_suite(suite, results=results, shard=(2, 4), progress=False)
+
+    def loaded(what: str) -> list[dict[str, Any]]:  # the oracle's records are minimal
+        return [json.loads(p.read_text()) for p in sorted((results / "front" / what)
+                                                          .glob("*.json"))]
+
+    def section() -> str:
+        return "\n".join(completeness_section(suite, loaded("records"), loaded("frontiers")))
+
+    states = search_states(suite, loaded("records"), loaded("frontiers"))
+    assert [s.key for s in states["finished"]] == [suite.frontiers[0].key]
+    assert [s.key for s in states["started"]] == [suite.frontiers[2].key]
+    assert [s.key for s in states["not started"]] == [suite.frontiers[1].key,
+                                                     suite.frontiers[3].key]
+    text = section()
+    assert "## Completeness: a partial run" in text
+    assert ("**This is a partial run**: 1 of 4 searches have finished, 1 started without "
+            "finishing, 2 have not started; 2 of 3 fixed cells have a record.") in text
+    assert "- Finished: one_stage (seed 0)." in text
+    assert "- Started: uniform-f (seed 0)." in text
+    assert "- Not started: one_stage (seed 1); uniform-f (seed 1)." in text
+    # the untouched 32-bit reference is one cell for both seeds; seed 1's uniform 8 is
+    # the fixed cell of shard 1/4
+    missing = [c.key for c in suite.cells if c.spec.budget.seed == 1]
+    assert len(suite.cells) == 3 and len(missing) == 1
+    assert "- Fixed cells without a record: " + ", ".join(f"`{k}`" for k in missing) in text
+    # the rest of the suite: the report then says it is whole
+    monkeypatch.setattr(runner, "run_cell", _fake_run_cell(4.5, calls))
+    run_suite(suite, results=results, progress=False)
+    assert ("declares 3 fixed cells and 4 frontier searches. Every one of them has run."
+            in section())

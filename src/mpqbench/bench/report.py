@@ -17,6 +17,7 @@ import pandas as pd
 
 from mpqbench._atomic import atomic_write_text
 from mpqbench.bench.ablation_section import ablation_section
+from mpqbench.bench.completeness import completeness_section
 from mpqbench.bench.frontier_section import frontier_section, load_frontiers
 from mpqbench.bench.headline import (
     PAPER,
@@ -38,6 +39,7 @@ from mpqbench.bench.plots import (
 )
 from mpqbench.bench.seed_spread import seed_section
 from mpqbench.bench.stats import format_p, lossless_compression_ratios, mapsswe_power
+from mpqbench.bench.suite import Suite
 from mpqbench.bench.table import device_of, load_records, records_table
 from mpqbench.bench.trajectory_plot import plot_search_trajectory
 
@@ -383,7 +385,8 @@ def _setup_section(records: Sequence[Mapping[str, Any]], table: pd.DataFrame) ->
 
 def render_report(records: Sequence[Mapping[str, Any]], table: pd.DataFrame, name: str,
                   plots: Mapping[str, list[str]],
-                  frontiers: Sequence[Mapping[str, Any]] = ()) -> str:
+                  frontiers: Sequence[Mapping[str, Any]] = (),
+                  suite: Suite | None = None) -> str:
     """The report.md text.
 
     Args:
@@ -392,6 +395,8 @@ def render_report(records: Sequence[Mapping[str, Any]], table: pd.DataFrame, nam
         name: the results name (title).
         plots: model -> PNG paths relative to the report.
         frontiers: the suite's frontier summaries (:func:`load_frontiers`).
+        suite: the suite the records belong to; given, the report first says whether
+            every cell and frontier search of it has run (:func:`completeness_section`).
     """
     cells = cells_of(table)
     suites = sorted({str(s) for s in table.suite.dropna()})
@@ -400,6 +405,8 @@ def render_report(records: Sequence[Mapping[str, Any]], table: pd.DataFrame, nam
              f"(suite {', '.join(suites) or 'unknown'}); no model was run to make it. "
              "`table.csv` holds one row per (system, evaluated split).", ""]
     lines += _setup_section(records, table)
+    if suite is not None:
+        lines += completeness_section(suite, records, frontiers)
     lines += ["## Headline: lossless compression and compression time", "",
               "Per model. A method's lossless CR is the largest CR among all its lossless "
               "systems (every label, target and seed of that method). The paper (Xu et al. "
@@ -434,13 +441,15 @@ def render_report(records: Sequence[Mapping[str, Any]], table: pd.DataFrame, nam
     return "\n".join(lines).rstrip() + "\n"
 
 
-def write_report(results_dir: str | Path, *, cr_rule: str = "cr_paper") -> ReportFiles:
+def write_report(results_dir: str | Path, *, cr_rule: str = "cr_paper",
+                 suite: Suite | None = None) -> ReportFiles:
     """Write report.md, table.csv and plots/*.png for the records in ``results_dir``.
 
     Args:
         results_dir: ``results/<name>`` (its ``records/`` subdirectory holds the records).
         cr_rule: the compression-ratio rule of every CR in the report, table and plots
             (:data:`mpqbench.bench.table.CR_RULES`).
+        suite: the suite the records belong to (for the completeness section).
 
     Returns:
         The files written.
@@ -477,7 +486,7 @@ def write_report(results_dir: str | Path, *, cr_rule: str = "cr_paper") -> Repor
     rel = {m: [str(p.relative_to(results_dir)) for p in files] for m, files in written.items()}
     report = results_dir / "report.md"
     atomic_write_text(report, render_report(records, table, results_dir.name, rel,
-                                            load_frontiers(results_dir)))
+                                            load_frontiers(results_dir), suite))
     csv = results_dir / "table.csv"
     atomic_write_text(csv, table.drop(columns=["record_file"]).assign(
         record=[Path(f).name for f in table.record_file]).to_csv(index=False))

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from mpqbench.bench.suite import resolve_suite_path
+from mpqbench.bench.suite import Suite, load_suite, resolve_suite_path
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -20,7 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "report", help="write report.md, table.csv and PNG plots from a suite's records",
         description="Read results/<name>/records/*.json (no model is run) and write "
                     "results/<name>/report.md, table.csv and plots/*.png. These are derived "
-                    "files: they are rewritten on every call.",
+                    "files: they are rewritten on every call. Given a suite (not a bare "
+                    "results name), the report first says which of its cells and frontier "
+                    "searches have not run.",
     )
     p.add_argument("suite", help="a shipped suite name, a suite TOML file, or a results name")
     p.add_argument("--results", type=Path, default=Path("results"), help="results root")
@@ -53,10 +55,25 @@ def suite_name(suite: str) -> str:
     return name
 
 
+def checkable_suite(suite: str) -> Suite | None:
+    """``suite`` loaded (for the report's completeness section), or ``None`` when it is a
+    results name or a suite file that does not validate (its problem goes to stderr)."""
+    try:
+        resolve_suite_path(suite)
+    except ValueError:
+        return None
+    try:
+        return load_suite(suite)
+    except ValueError as exc:
+        print(f"mpqbench report: completeness not checked: {exc}", file=sys.stderr)
+        return None
+
+
 def run(args: argparse.Namespace) -> int:
     name = args.name or suite_name(args.suite)
     from mpqbench.bench.report import write_report  # lazy: pandas, matplotlib
-    files = write_report(args.results / name, cr_rule=args.cr_rule)
+    files = write_report(args.results / name, cr_rule=args.cr_rule,
+                         suite=checkable_suite(args.suite))
     print(f"report: {files.report}")
     print(f"table: {files.table}")
     for plot in files.plots:
@@ -64,4 +81,4 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["register", "run", "suite_name"]
+__all__ = ["checkable_suite", "register", "run", "suite_name"]
