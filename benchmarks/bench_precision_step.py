@@ -15,10 +15,13 @@ rounds so that load drift on a shared machine hits both alike:
 
 The issue-13 target: bf16 / fp32 step time <= 0.5 with peak memory not higher. bf16 is fast
 only where the CPU has bf16 instructions (``avx512_bf16`` / AMX); elsewhere it can be
-slower than fp32. The default window is the default suite's 20 s.
+slower than fp32. The default window is the default suite's 20 s. ``--device cuda`` runs
+both on the GPU (CUDA autocast; peak memory is then ``torch.cuda.max_memory_allocated``,
+and fp32 matmuls use TF32 only if ``--tf32`` is given: it is off by default, as in the
+suites).
 
     python benchmarks/bench_precision_step.py [--rounds 2] [--steps 3] [--window 20]
-        [--groups blocks,embeddings]
+        [--groups blocks,embeddings] [--device cpu|cuda] [--tf32]
     pytest benchmarks/bench_precision_step.py --benchmark-only
 """
 
@@ -47,35 +50,44 @@ PRECISIONS = ("fp32", "bf16")
 GROUPS = tuple(CellSpec.default("groups"))
 
 
-def _model(window: int, threads: int):
+def _model(window: int, threads: int, device: str = "cpu"):
     torch.set_num_threads(threads)
-    model = load_model("whisper-tiny.en")
+    model = load_model("whisper-tiny.en", device=device)
     if window != 30:
         model.set_window_(window)
     return model
 
 
+def _peak_mib(device: str) -> float:
+    """This process's peak memory so far: resident set on CPU, allocated on CUDA (MiB)."""
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    return rss_mib()
+
+
 def step_cost(precision: str, steps: int, window: int, threads: int,
-              trim: bool = False, groups: tuple[str, ...] = GROUPS) -> dict[str, float]:
-    """Median time of a 4-bit QAT step in ``precision`` and the peak RSS, in this process
+              trim: bool = False, groups: tuple[str, ...] = GROUPS,
+              device: str = "cpu") -> dict[str, float]:
+    """Median time of a 4-bit QAT step in ``precision`` and the peak memory, in this process
     (``trim``: batches trimmed to their longest clip, budget ``trim_window``)."""
-    model = _model(window, threads)
+    model = _model(window, threads, device)
     data = open_split("embedded", "train")[:BATCH]
     teacher = build_teacher_cache(model, data, batch_size=BATCH, progress=False,
                                   precision=precision)
     prepare_(model.model, allocation_for(model, 4, groups=groups))
     step_s = median_step_seconds(model, data, teacher, steps, BATCH, precision, trim)
-    return {"step_s": step_s, "peak_mib": rss_mib()}
+    return {"step_s": step_s, "peak_mib": _peak_mib(device)}
 
 
-def eval_cost(precision: str, n_utts: int, window: int, threads: int) -> dict[str, float]:
+def eval_cost(precision: str, n_utts: int, window: int, threads: int,
+              device: str = "cpu") -> dict[str, float]:
     """Utterances per second of greedy decoding over ``n_utts`` dev utterances."""
-    model = _model(window, threads)
+    model = _model(window, threads, device)
     split = open_split("embedded", "dev")
     utts = [split[i] for i in range(min(n_utts, len(split)))]
     result = evaluate(model, utts, batch_size=16, progress=False, precision=precision)
     return {"utt_per_s": result.utterances_per_s, "wer": result.wer,
-            "peak_mib": rss_mib()}
+            "peak_mib": _peak_mib(device)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -90,15 +102,21 @@ def main(argv: list[str] | None = None) -> None:
                         help="trim training batches to their longest clip (trim_window)")
     parser.add_argument("--groups", default=",".join(GROUPS),
                         help=f"layer groups quantized in the step ({','.join(GROUPS)})")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--tf32", action="store_true",
+                        help="on CUDA, let fp32 matmuls use TF32 (default: off, as the suites)")
     parser.add_argument("--child", nargs=2, metavar=("KIND", "PRECISION"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         kind, precision = args.child
         groups = tuple(g for g in args.groups.split(",") if g)
-        out = (step_cost(precision, args.steps, args.window, args.threads, args.trim, groups)
+        torch.backends.cuda.matmul.allow_tf32 = args.tf32
+        out = (step_cost(precision, args.steps, args.window, args.threads, args.trim, groups,
+                         args.device)
                if kind == "step"
-               else eval_cost(precision, args.eval_utts, args.window, args.threads))
+               else eval_cost(precision, args.eval_utts, args.window, args.threads,
+                              args.device))
         print(json.dumps(out))
         return
     kinds = ("step",) if args.skip_eval else ("step", "eval")
@@ -111,14 +129,18 @@ def main(argv: list[str] | None = None) -> None:
                     [sys.executable, __file__, "--child", kind, precision,
                      "--steps", str(args.steps), "--eval-utts", str(args.eval_utts),
                      "--window", str(args.window), "--threads", str(args.threads),
-                     "--groups", args.groups, *(["--trim"] if args.trim else [])],
+                     "--groups", args.groups, "--device", args.device,
+                     *(["--trim"] if args.trim else []), *(["--tf32"] if args.tf32 else [])],
                     check=True, capture_output=True, text=True,
                 ).stdout.strip().splitlines()[-1]
                 results[(kind, precision)].append(json.loads(out))
                 print(kind, precision, results[(kind, precision)][-1], flush=True)
     med = {key: {m: statistics.median(r[m] for r in v) for m in v[0]}
            for key, v in results.items()}
-    print(f"cpu capability {torch.backends.cpu.get_cpu_capability()}, window {args.window} s"
+    where = (f"cuda {torch.cuda.get_device_name()} (TF32 {'on' if args.tf32 else 'off'})"
+             if args.device == "cuda" else
+             f"cpu capability {torch.backends.cpu.get_cpu_capability()}")
+    print(f"{where}, window {args.window} s"
           f"{' (training batches trimmed)' if args.trim else ''}, batch {BATCH}, "
           f"groups {args.groups}, "
           f"{args.threads} threads, {args.rounds} rounds")
