@@ -116,7 +116,7 @@ def checkpoint_check(out: Path) -> dict[str, Any]:
     rank = distributed.rank()
     ckpt = out / f"ckpt-rank{rank}"
     work = workload()
-    config = TrainConfig(lr=1e-3, checkpoint_every=1)
+    config = TrainConfig(lr=1e-3, checkpoint_every=1, checkpoint_min_interval_s=0)
     kwargs = {"steps": 3, "batch_size": 2, "seed": 0, "config": config, "checkpoint_dir": ckpt,
               "progress": False}
     train(work.model, work.train, **kwargs)

@@ -35,7 +35,8 @@ def main() -> None:
     teacher = build_teacher_cache(model, data, batch_size=3, progress=False)
     prepare_(model.model, allocation_for(model, 4))
     train(model, data, steps=steps, batch_size=2, seed=11,
-          config=TrainConfig(lr=1e-3, checkpoint_every=2), teacher=teacher,
+          config=TrainConfig(lr=1e-3, checkpoint_every=2, checkpoint_min_interval_s=0),
+          teacher=teacher,
           checkpoint_dir=ckpt, on_step=lambda step: time.sleep(pause), progress=False)
     state = {k: v.detach().contiguous() for k, v in model.model.state_dict().items()}
     save_file(state, str(out))

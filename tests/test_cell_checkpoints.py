@@ -57,7 +57,8 @@ def spec(corpus) -> CellSpec:
     budget = Budget(train_steps=STEPS, batch_size=2, dev_subset=2, seed=3)
     return CellSpec(model="tiny-ctc", data=str(corpus), method="uniform",
                     target=Target(avg_bits=4), budget=budget, eval_splits=("test-clean",),
-                    params={"train": {"checkpoint_every": EVERY, "lr": 1e-3}})
+                    params={"train": {"checkpoint_every": EVERY, "lr": 1e-3,
+                                      "checkpoint_min_interval_s": 0}})
 
 
 def test_interrupted_cell_resumes_from_checkpoint_even_when_the_newest_is_corrupt(
@@ -96,7 +97,10 @@ def test_interrupted_cell_resumes_from_checkpoint_even_when_the_newest_is_corrup
 def one_cell_suite(steps: int) -> str:
     """The runner tests' suite with one compressed cell of ``steps`` QAT steps."""
     text = SUITE.replace("train_steps = 1\n", f"train_steps = {steps}\n")
-    text = text.replace("avg_bits = [8, 4]\n", "avg_bits = [4]\n")
+    # checkpoint at every multiple of checkpoint_every, however fast the tiny run is (the
+    # text is a format string: doubled braces)
+    eager = "params = {{ train = {{ checkpoint_min_interval_s = 0 }} }}\n"
+    text = text.replace("avg_bits = [8, 4]\n", "avg_bits = [4]\n" + eager)
     assert text.count(f"train_steps = {steps}\n") == 1 and "avg_bits = [4]\n" in text
     return text
 

@@ -89,7 +89,8 @@ def train_tiny(checkpoint_dir: Path | None, crash_at: int | None = None):
     data = make_utterances()
     teacher = build_teacher_cache(model, data, batch_size=3, progress=False)
     result = train(model, data, steps=STEPS, batch_size=2, seed=3,
-                   config=TrainConfig(lr=1e-3, checkpoint_every=EVERY if checkpoint_dir else 0),
+                   config=TrainConfig(lr=1e-3, checkpoint_every=EVERY if checkpoint_dir else 0,
+                                      checkpoint_min_interval_s=0),
                    teacher=teacher, checkpoint_dir=checkpoint_dir, on_step=on_step,
                    progress=False)
     return final_weights(model), result

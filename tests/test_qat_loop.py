@@ -40,12 +40,13 @@ def final_weights(model) -> dict[str, torch.Tensor]:
 
 
 def run(tmp_path=None, steps=4, eta=1.0, every=0, seed=3, on_step=None, lr=1e-3,
-        separate=False):
+        separate=False, min_interval=0.0):
     torch.manual_seed(0)
     model = load_model("tiny-ctc")
     data = make_utterances()
     teacher = build_teacher_cache(model, data, batch_size=3, progress=False)
-    cfg = TrainConfig(lr=lr, eta=eta, checkpoint_every=every)
+    cfg = TrainConfig(lr=lr, eta=eta, checkpoint_every=every,
+                      checkpoint_min_interval_s=min_interval)
     groups = [SeparateGroup(params=[model.model.lm_head.bias], lr=0.05, clip=0.1,
                             lr_factor=lambda step, total: 1.0 - step / (2 * total),
                             name="head")] if separate else []
@@ -177,6 +178,43 @@ def test_separate_groups_refuse_shared_or_missing_parameters():
         SeparateGroup(params=[bias], lr=0.1, clip=-1.0)
 
 
+def test_checkpoints_are_apart_by_their_minimum_interval_and_not_timed(tmp_path, monkeypatch):
+    # A fake clock that reads 10 s more before each step, and 100 s more across each
+    # checkpoint write: with a checkpoint due every step but at most one per 25 s, the
+    # saves land after steps 3 and 6, and the loop's seconds leave their 200 s out.
+    import mpqbench.quant.qat as qat
+
+    clock = [0.0]
+    monkeypatch.setattr(qat.time, "perf_counter", lambda: clock[0])
+    real_save = qat.save_checkpoint
+
+    def slow_save(*args, **kwargs):
+        clock[0] += 100.0
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(qat, "save_checkpoint", slow_save)
+
+    def tick(step):
+        clock[0] += 10.0
+
+    _, result = run(tmp_path, steps=8, every=1, on_step=tick, min_interval=25.0)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step-000003.pt", "step-000006.pt"]
+    assert result.checkpoint_seconds == 200.0
+    assert result.seconds == 80.0
+
+
+def test_no_checkpoint_before_the_minimum_interval(tmp_path):
+    run(tmp_path, steps=5, every=1, min_interval=3600.0)
+    assert list_checkpoints(tmp_path) == []
+    run(tmp_path / "eager", steps=5, every=1, min_interval=0.0)
+    assert len(list_checkpoints(tmp_path / "eager")) == 2  # steps 3 and 4 kept of 1-4
+
+
+def test_checkpoint_min_interval_is_validated():
+    with pytest.raises(ValueError, match="checkpoint_min_interval_s"):
+        TrainConfig(checkpoint_min_interval_s=-1.0)
+
+
 def test_corrupt_checkpoint_falls_back_to_previous(tmp_path):
     run(tmp_path, steps=5, every=2)
     newest = list_checkpoints(tmp_path)[-1]
@@ -195,7 +233,7 @@ def test_nan_loss_stops_with_clear_error_and_writes_nothing(tmp_path):
     model = load_model("tiny-ctc")
     model_holder.append(model)
     data = make_utterances()
-    cfg = TrainConfig(lr=1e-3, eta=0.0, checkpoint_every=1)
+    cfg = TrainConfig(lr=1e-3, eta=0.0, checkpoint_every=1, checkpoint_min_interval_s=0)
     with pytest.raises(TrainingDiverged, match="step 1"):
         train(model, data, steps=4, batch_size=2, seed=0, config=cfg, on_step=poison,
               checkpoint_dir=tmp_path, progress=False)

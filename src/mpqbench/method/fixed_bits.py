@@ -76,7 +76,8 @@ def qat_fixed_bits(
             the stage is a run of its own.
 
     With ``workload.checkpoint_dir`` set, the loop checkpoints to ``checkpoint_dir / stage``
-    every ``train_config.checkpoint_every`` steps (none when it is 0) and resumes from the
+    every ``train_config.checkpoint_every`` steps (none when it is 0; at most one per
+    ``train_config.checkpoint_min_interval_s``) and resumes from the
     newest checkpoint that passes its checksum; a resumed stage ends with the same weights,
     history and step count as an uninterrupted one.
 

@@ -6,7 +6,8 @@ Loss = task loss (CTC or teacher-forced cross-entropy, from the model adapter)
 
 AdamW with linear warm-up then cosine decay to zero, gradient-norm clipping, a data order
 that is a pure function of (seed, step) so that a resumed run sees exactly the batches an
-uninterrupted one would, checkpoints every N steps (atomic, checksummed) with exact
+uninterrupted one would, checkpoints every N steps but at most one per
+``checkpoint_min_interval_s`` of wall time (atomic, checksummed) with exact
 resume of model, optimizer, schedule and RNG state, a progress bar, and a
 device-synchronised wall-clock reading.
 
@@ -32,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +55,11 @@ log = logging.getLogger(__name__)
 
 #: Steps between checkpoints by default (a cell checkpoints only with a checkpoint dir).
 DEFAULT_CHECKPOINT_EVERY = 10
+#: Least wall time between two checkpoints of one run (s). A whisper-tiny.en checkpoint
+#: (weights + AdamW state) is 453 MB and took 1.7 s to write and checksum on the 2-core
+#: CPU; every 10 steps that was 19 writes (~32 s) in each 200-step cell, and on an H200,
+#: where 200 steps take about 20 s, most of a cell's compression time (docs/FINDINGS.md).
+DEFAULT_CHECKPOINT_MIN_INTERVAL_S = 60.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,6 +74,10 @@ class TrainConfig:
     grad_clip: float = field(default=1.0, metadata={"help": "max gradient norm (0: off)"})
     checkpoint_every: int = field(default=DEFAULT_CHECKPOINT_EVERY, metadata={
         "help": "steps between checkpoints when the run has a checkpoint directory (0: none)"})
+    checkpoint_min_interval_s: float = field(
+        default=DEFAULT_CHECKPOINT_MIN_INTERVAL_S, metadata={
+            "help": "least wall time between checkpoints (s): a multiple of checkpoint_every "
+                    "is skipped until this much has passed since the last one (or the start)"})
 
     def __post_init__(self) -> None:
         if not self.lr > 0:
@@ -79,6 +90,9 @@ class TrainConfig:
             raise ValueError("train.eta, weight_decay and grad_clip must be >= 0")
         if self.checkpoint_every < 0:
             raise ValueError(f"train.checkpoint_every must be >= 0, got {self.checkpoint_every}")
+        if not self.checkpoint_min_interval_s >= 0:
+            raise ValueError("train.checkpoint_min_interval_s must be >= 0, got "
+                             f"{self.checkpoint_min_interval_s}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -116,12 +130,19 @@ class SeparateGroup:
 
 @dataclass
 class TrainResult:
-    """What a loop run did: steps run in this call, resumed-from step, losses, seconds."""
+    """What a loop run did: steps run in this call, resumed-from step, losses, seconds.
+
+    ``seconds`` is the loop's device-synchronised wall time less its checkpoint writes
+    (``checkpoint_seconds``): those are the harness's crash safety, not the method's work,
+    and a method whose stage does not checkpoint (the one-stage supernet) would otherwise
+    look faster by them.
+    """
 
     steps: int
     resumed_from: int
     seconds: float
     history: list[dict[str, float]]
+    checkpoint_seconds: float = 0.0
 
 
 def batch_indices(n: int, batch_size: int, step: int, seed: int) -> list[int]:
@@ -192,8 +213,9 @@ def train(
             (:class:`SeparateGroup`); checkpointed and resumed with the rest.
         extra_loss: ``f(step) -> scalar`` added to the loss (e.g. a bit-budget penalty).
         on_step: called with the step index before each step's forward (e.g. annealing).
-        checkpoint_dir: where to checkpoint every ``config.checkpoint_every`` steps and
-            whence to resume; None disables checkpointing.
+        checkpoint_dir: where to checkpoint every ``config.checkpoint_every`` steps (at
+            most once per ``config.checkpoint_min_interval_s``) and whence to resume; None
+            disables checkpointing.
         desc: progress-bar label.
         progress: show a progress bar.
         precision: compute precision of the forward and loss (:mod:`mpqbench.precision`):
@@ -255,6 +277,8 @@ def train(
 
     use_kl = teacher is not None and config.eta > 0
     module.train()
+    last_save = time.perf_counter()
+    saving = 0.0  # seconds spent writing checkpoints, left out of the stage's time
     with stage_timer(model.device) as watch:
         bar = tqdm(total=steps, initial=start, desc=desc, unit="step",
                    disable=not (progress and ddp.is_rank0()))
@@ -307,11 +331,15 @@ def train(
             bar.set_postfix(loss=f"{parts['loss']:.3f}")
             done = step + 1
             if (checkpoint_dir is not None
-                    and done % config.checkpoint_every == 0 and done < steps):
+                    and done % config.checkpoint_every == 0 and done < steps
+                    and time.perf_counter() - last_save >= config.checkpoint_min_interval_s):
+                began = time.perf_counter()
                 _checkpoint(checkpoint_dir, done, model, optimizer, history, own)
+                last_save = time.perf_counter()
+                saving += last_save - began
         bar.close()
-    return TrainResult(steps=steps - start, resumed_from=start, seconds=watch.seconds,
-                       history=history)
+    return TrainResult(steps=steps - start, resumed_from=start, seconds=watch.seconds - saving,
+                       history=history, checkpoint_seconds=saving)
 
 
 def _fused(params: Sequence[torch.nn.Parameter]) -> bool | None:
