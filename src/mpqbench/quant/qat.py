@@ -46,7 +46,7 @@ from mpqbench import distributed as ddp
 from mpqbench.errors import TrainingDiverged
 from mpqbench.precision import autocast, check_precision
 from mpqbench.quant.checkpoint import load_latest_checkpoint, save_checkpoint
-from mpqbench.timing import stage_timer
+from mpqbench.timing import stage_timer, synchronize
 from mpqbench.workloads.adapter import SpeechModel
 from mpqbench.workloads.data.types import Utterance
 
@@ -57,8 +57,9 @@ log = logging.getLogger(__name__)
 DEFAULT_CHECKPOINT_EVERY = 10
 #: Least wall time between two checkpoints of one run (s). A whisper-tiny.en checkpoint
 #: (weights + AdamW state) is 453 MB and took 1.7 s to write and checksum on the 2-core
-#: CPU; every 10 steps that was 19 writes (~32 s) in each 200-step cell, and on an H200,
-#: where 200 steps take about 20 s, most of a cell's compression time (docs/FINDINGS.md).
+#: CPU; every 10 steps that was 19 writes (~32 s) in each 200-step cell. On an H200 a
+#: 200-step uniform cell took 56.6 s where its steps alone are at most ~17 s
+#: (0.085 s a step at batch 8, benchmarked; docs/FINDINGS.md).
 DEFAULT_CHECKPOINT_MIN_INTERVAL_S = 60.0
 
 
@@ -333,6 +334,7 @@ def train(
             if (checkpoint_dir is not None
                     and done % config.checkpoint_every == 0 and done < steps
                     and time.perf_counter() - last_save >= config.checkpoint_min_interval_s):
+                synchronize(model.device)  # the step's queued kernels stay in the stage time
                 began = time.perf_counter()
                 _checkpoint(checkpoint_dir, done, model, optimizer, history, own)
                 last_save = time.perf_counter()
