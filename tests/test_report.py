@@ -475,3 +475,51 @@ def test_a_method_with_only_dev_lossy_frontier_cells_has_no_lossless_cr():
     assert h.lossless_cr == {"one_stage": 3.5, "two_stage": None}
     assert "two_stage has no lossless system" in h.cr_vs_two_stage.reason
     assert h.time_pairs and h.time_ratio.value == pytest.approx(15 / 10)  # still paired
+
+
+def test_headline_within_each_seed_counts_where_one_stage_led(tmp_path):
+    """Three seeds: one_stage beats uniform at seed 0 (6.2x vs 6.0x), loses at seed 1
+    (uniform 6.0x, one_stage's only cell lossy: none = 1.00x), ties at seed 2 (6.0x both);
+    two_stage ran at seed 0 alone. The best-seed headline says 6.20x / 6.00x."""
+    refs = []
+    for seed in (0, 1, 2):
+        ref = make_reference()
+        ref["config"]["budget"]["seed"] = seed
+        ref["config_hash"] = f"ref{seed}"
+        refs.append(ref)
+    cell = lambda ref, seed, **kw: make_cell(ref, seed=seed, target_bits=4, avg_bits=4,  # noqa: E731
+                                             **kw)
+    records = [
+        *refs,
+        cell(refs[0], 0, method="uniform", cr=6.0),
+        cell(refs[0], 0, method="one_stage", cr=6.2),
+        cell(refs[0], 0, method="two_stage", cr=5.0),
+        cell(refs[1], 1, method="uniform", cr=6.0),
+        cell(refs[1], 1, method="one_stage", cr=6.2, degrade=0.3),
+        cell(refs[2], 2, method="uniform", cr=6.0),
+        cell(refs[2], 2, method="one_stage", cr=6.0),
+    ]
+    h = _headline(records)
+    assert h.lossless_cr["one_stage"] == 6.2 and h.cr_vs_uniform.value == pytest.approx(6.2 / 6)
+    assert [s.seed for s in h.per_seed] == [0, 1, 2]
+    assert [s.lossless_cr for s in h.per_seed] == [
+        {"uniform": 6.0, "one_stage": 6.2, "two_stage": 5.0},
+        {"uniform": 6.0, "one_stage": None},
+        {"uniform": 6.0, "one_stage": 6.0},
+    ]
+    assert [s.cr_vs_uniform.value for s in h.per_seed] == [
+        pytest.approx(6.2 / 6.0), None, pytest.approx(1.0)]
+    text = _render(tmp_path / "seeds", records)
+    assert ("| seed | uniform lossless CR | one_stage lossless CR | two_stage lossless CR "
+            "| one_stage / uniform | one_stage / two_stage |") in text
+    assert "| 0 | 6.00x | 6.20x | 5.00x | 1.03x | 1.24x |" in text
+    assert "| 1 | 6.00x | none | not run | undefined (one_stage: none lossless) | not run |" \
+        in text
+    assert "| 2 | 6.00x | 6.00x | not run | 1.00x | not run |" in text
+    assert ("one_stage / uniform within a seed: one_stage's lossless CR is higher in 1, lower "
+            "in 1 and equal in 1 of 3 seeds with cells of both") in text
+    assert "the ratio is 1.02x median (1.00x-1.03x over 2 seeds)" in text
+    assert ("one_stage / two_stage within a seed: one_stage's lossless CR is higher in 1, "
+            "lower in 0 and equal in 0 of 1 seeds with cells of both") in text
+    single = _render(tmp_path / "one", [refs[0], *records[3:6]])
+    assert "Within each seed" not in single

@@ -11,7 +11,11 @@ Grouping: a method's lossless CR is the largest CR among *all* its lossless cell
 model (every label, target and seed of the method), where "lossless" is the test verdict
 (:func:`mpqbench.bench.cell.verdict_splits`) and a frontier search's cells count only on
 the lossless side of the frontier its dev verdicts chose (:func:`beyond_dev_frontier`):
-test results never pick a frontier system. Compression time ratios pair cells of
+test results never pick a frontier system. With several seeds that maximum is each
+method's best seed; :attr:`HeadlineModel.per_seed` repeats the computation within each
+seed (a method's lossless CR and the two CR ratios among the cells of that seed alone), so
+a report can say in how many seeds one_stage came out ahead rather than only comparing
+best seeds. Compression time ratios pair cells of
 the same model, target, seed, device and candidate bit-widths (one pair per two_stage
 label), and sum seconds over the matched pairs; the shared 32-bit teacher cache is in neither side.
 """
@@ -19,7 +23,8 @@ label), and sum seconds over the matched pairs; the shared 32-bit teacher cache 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+import statistics
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,11 +36,14 @@ __all__ = [
     "PAPER",
     "HeadlineModel",
     "Ratio",
+    "SeedHeadline",
     "TimePair",
     "beyond_dev_frontier",
     "cells_of",
     "cr_sentence",
     "headline",
+    "seed_count_sentence",
+    "seed_lines",
     "time_sentence",
 ]
 
@@ -79,6 +87,25 @@ class TimePair:
         return self.two_seconds / self.one_seconds if self.one_seconds > 0 else math.inf
 
 
+@dataclass(frozen=True)
+class SeedHeadline:
+    """The lossless CRs and CR ratios of one seed's cells alone.
+
+    Attributes:
+        seed: the seed.
+        lossless_cr: method -> largest lossless CR among that seed's cells (None: the method
+            ran at this seed but none of its cells is lossless); methods without a cell at
+            this seed are absent.
+        cr_vs_uniform, cr_vs_two_stage: one_stage's lossless CR over uniform's / two_stage's
+            within this seed.
+    """
+
+    seed: int
+    lossless_cr: dict[str, float | None]
+    cr_vs_uniform: Ratio
+    cr_vs_two_stage: Ratio
+
+
 @dataclass
 class HeadlineModel:
     """Headline numbers of one model."""
@@ -91,6 +118,7 @@ class HeadlineModel:
     time_pairs: list[TimePair] = field(default_factory=list)
     time_ratio: Ratio = field(default_factory=lambda: Ratio(None, None, None, "no pairs"))
     unmatched_time: list[str] = field(default_factory=list)
+    per_seed: list[SeedHeadline] = field(default_factory=list)
 
 
 def beyond_dev_frontier(row: Any) -> bool:
@@ -144,6 +172,28 @@ def _time_pairs(cells: pd.DataFrame) -> tuple[list[TimePair], list[str]]:
     return pairs, unmatched
 
 
+def _lossless_crs(every: pd.DataFrame) -> tuple[dict[str, float | None], pd.DataFrame]:
+    """(method -> lossless CR or None, the candidate cells) of a model's compressed cells."""
+    mine = every[[not beyond_dev_frontier(r) for r in every.itertuples()]]
+    rows = [(r.method, float(r.cr), bool(r.lossless)) for r in mine.itertuples()]
+    found = lossless_compression_ratios(rows)
+    # a method whose every cell lies beyond its dev frontier has no candidate: None
+    return {m: found.get(m) for m in dict.fromkeys(every.method)}, mine
+
+
+def _per_seed(every: pd.DataFrame) -> list[SeedHeadline]:
+    seeds = sorted({int(s) for s in every.seed})
+    if len(seeds) < 2:
+        return []
+    out = []
+    for seed in seeds:
+        crs, _ = _lossless_crs(every[every.seed == seed])
+        out.append(SeedHeadline(seed=seed, lossless_cr=crs,
+                                cr_vs_uniform=_cr_ratio(crs, ONE, UNIFORM),
+                                cr_vs_two_stage=_cr_ratio(crs, ONE, TWO)))
+    return out
+
+
 def headline(table: pd.DataFrame) -> list[HeadlineModel]:
     """The headline ratios per model of a :func:`records_table` frame.
 
@@ -157,11 +207,7 @@ def headline(table: pd.DataFrame) -> list[HeadlineModel]:
     out = []
     for model in dict.fromkeys(cells.model):
         every = cells[(cells.model == model) & (cells.method != "fp32")]
-        mine = every[[not beyond_dev_frontier(r) for r in every.itertuples()]]
-        rows = [(r.method, float(r.cr), bool(r.lossless)) for r in mine.itertuples()]
-        found = lossless_compression_ratios(rows)
-        # a method whose every cell lies beyond its dev frontier has no candidate: None
-        crs = {m: found.get(m) for m in dict.fromkeys(every.method)}
+        crs, mine = _lossless_crs(every)
         systems = {m: (int((mine.method == m).sum()), int(mine[mine.method == m].lossless.sum()))
                    for m in crs}
         # compression time does not depend on a verdict: every cell can be paired
@@ -183,6 +229,7 @@ def headline(table: pd.DataFrame) -> list[HeadlineModel]:
             cr_vs_uniform=_cr_ratio(crs, ONE, UNIFORM),
             cr_vs_two_stage=_cr_ratio(crs, ONE, TWO),
             time_pairs=pairs, time_ratio=time_ratio, unmatched_time=unmatched,
+            per_seed=_per_seed(every),
         ))
     return out
 
@@ -226,3 +273,72 @@ def time_sentence(ratio: Ratio, pairs: Iterable[TimePair]) -> str:
         return f"{head} The measured ratio lies within the paper's range."
     side = "below" if ratio.value < low else "above"
     return f"{head} The measured ratio lies {side} the paper's range."
+
+
+_OTHERS = (("uniform", UNIFORM, "cr_vs_uniform"), ("two_stage", TWO, "cr_vs_two_stage"))
+
+
+def _both_ran(s: SeedHeadline, other: str) -> bool:
+    return ONE in s.lossless_cr and other in s.lossless_cr
+
+
+def _ratio_cell(s: SeedHeadline, other: str, ratio: Ratio) -> str:
+    if not _both_ran(s, other):
+        return "not run"
+    if ratio.value is None:
+        empty = [m for m in (ONE, other) if s.lossless_cr[m] is None]
+        return f"undefined ({' and '.join(empty)}: none lossless)"
+    return f"{ratio.value:.2f}x"
+
+
+def seed_lines(h: HeadlineModel, methods: Iterable[str]) -> list[str]:
+    """Markdown lines: the headline within each seed and how often one_stage led.
+
+    Empty when the model's cells span one seed. ``methods``: the column order.
+    """
+    if not h.per_seed:
+        return []
+    methods = list(methods)
+    header = ["seed", *(f"{m} lossless CR" for m in methods),
+              *(f"one_stage / {name}" for name, _, _ in _OTHERS)]
+    rows = []
+    for s in h.per_seed:
+        cr = [("not run" if m not in s.lossless_cr
+               else "none" if s.lossless_cr[m] is None else f"{s.lossless_cr[m]:.2f}x")
+              for m in methods]
+        rows.append([str(s.seed), *cr, *(_ratio_cell(s, other, getattr(s, attr))
+                                          for _, other, attr in _OTHERS)])
+    out = ["", "Within each seed (the same rule applied to that seed's cells alone; the "
+           "table above takes each method's best seed):", ""]
+    out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    out += [""]
+    out += [f"- {seed_count_sentence(h.per_seed, name, other, attr)}"
+            for name, other, attr in _OTHERS]
+    return out
+
+
+def seed_count_sentence(per_seed: Sequence[SeedHeadline], name: str, other: str,
+                        attr: str) -> str:
+    """How many seeds one_stage's lossless CR beat, lost to or tied ``other``'s, and the
+    median ratio over the seeds where both had a lossless system."""
+    ran = [getattr(s, attr) for s in per_seed if _both_ran(s, other)]
+    if not ran:
+        return f"one_stage / {name} within a seed: no seed has cells of both methods."
+    # no lossless system at a seed counts as CR 1.00x: only the 32-bit model is lossless
+    ones = [(r.numerator or 1.0, r.denominator or 1.0) for r in ran]
+    wins = sum(1 for a, b in ones if a > b + _EPS)
+    losses = sum(1 for a, b in ones if a < b - _EPS)
+    defined = [r.value for r in ran if r.value is not None]
+    if not defined:
+        tail = "; in no seed do both have a lossless system"
+    elif len(defined) == 1:
+        tail = f"; both have a lossless system in one seed, where the ratio is {defined[0]:.2f}x"
+    else:
+        tail = (f"; where both have a lossless system the ratio is "
+                f"{statistics.median(defined):.2f}x median ({min(defined):.2f}x-"
+                f"{max(defined):.2f}x over {len(defined)} seeds)")
+    return (f"one_stage / {name} within a seed: one_stage's lossless CR is higher in "
+            f"{wins}, lower in {losses} and equal in {len(ran) - wins - losses} of {len(ran)} "
+            f"seeds with cells of both (a method without a lossless system counts as "
+            f"1.00x, the 32-bit model){tail}.")

@@ -26,6 +26,7 @@ from mpqbench.bench.headline import (
     cells_of,
     cr_sentence,
     headline,
+    seed_lines,
     time_sentence,
 )
 from mpqbench.bench.layer_names import layer_block, layer_kind, model_order, short_names
@@ -223,6 +224,7 @@ def _headline_section(h: HeadlineModel, table: pd.DataFrame) -> list[str]:
     out += ["", f"- {cr_sentence(h.cr_vs_uniform, 'uniform', PAPER['cr_vs_uniform'])}",
             f"- {cr_sentence(h.cr_vs_two_stage, 'two_stage', PAPER['cr_vs_two_stage'])}",
             f"- {time_sentence(h.time_ratio, h.time_pairs)}"]
+    out += seed_lines(h, [m for m, _ in method_order([(m, m) for m in h.lossless_cr])])
     if h.time_pairs:
         out += ["", "Compression time pairs (matched: same model, target, seed, device and "
                 "candidate bit-widths; seconds are each method's own stages, the shared "
