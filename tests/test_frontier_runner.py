@@ -263,6 +263,9 @@ def test_the_report_says_which_searches_and_cells_have_not_run(corpus, tmp_path,
     assert "- Finished: one_stage (seed 0)." in text
     assert "- Started: uniform-f (seed 0)." in text
     assert "- Not started: one_stage (seed 1); uniform-f (seed 1)." in text
+    # 1 fixed cell + uniform-f s0's 4 less the 1 it ran + one_stage s1's 6 + uniform-f s1's
+    # 4; the oracle's records store no timings, so no hours
+    assert "- Still to run: at most 14 cells.\n" in text + "\n"
     # the untouched 32-bit reference is one cell for both seeds; seed 1's uniform 8 is
     # the fixed cell of shard 1/4
     missing = [c.key for c in suite.cells if c.spec.budget.seed == 1]
@@ -273,3 +276,30 @@ def test_the_report_says_which_searches_and_cells_have_not_run(corpus, tmp_path,
     run_suite(suite, results=results, progress=False)
     assert ("declares 3 fixed cells and 4 frontier searches. Every one of them has run."
             in section())
+
+
+def test_the_report_bounds_what_is_left_at_the_recorded_pace(corpus, tmp_path):
+    from mpqbench.bench.completeness import remaining_estimate
+
+    suite = load_suite(str(write(tmp_path, SUITE.format(data=corpus))))
+    (search,) = suite.frontiers
+    ref, uniform = suite.cells
+    assert max_frontier_cells(search.spec) == 6
+
+    def record(cell, label: str, train_s: float, eval_s: tuple[float, ...]) -> dict:
+        return {"config_hash": cell.spec.config_hash(),
+                "suite": {"name": suite.name, "label": label},
+                "stages": [{"name": "qat", "seconds": train_s, "device": "cpu: Test"}],
+                "splits": {f"s{k}": {"timing": {"wall_s": w}} for k, w in enumerate(eval_s)}}
+
+    fixed = [record(ref, "fp32", 100.0, (20.0,)), record(uniform, "uniform", 50.0, (6.0, 4.0))]
+    one = record(search.grid_cells()[3], "one_stage", 200.0, (15.0, 5.0))
+    # one cell of the search has run: 5 more at most, at its own 220 s
+    assert remaining_estimate(suite, [*fixed, one], [search], []) == (5, 1100.0, ["cpu: Test"])
+    # none has run: 6 at the median of every compressed cell (uniform's 60 s alone)
+    assert remaining_estimate(suite, fixed, [search], []) == (6, 360.0, ["cpu: Test"])
+    # a missing 32-bit reference with no 32-bit record to price it: cells, no time
+    assert remaining_estimate(suite, fixed[1:], [search], [ref]) == (7, None, [])
+    text = "\n".join(completeness_section(suite, [*fixed, one], []))
+    assert "- Still to run: at most 5 cells, about 0.3 h at most" in text
+    assert "on cpu: Test (training and evaluation" in text

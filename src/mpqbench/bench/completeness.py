@@ -6,16 +6,25 @@ when its summary (``frontiers/<search key>.json``) exists, which the runner writ
 once the search has decided. A search with records for some of its grid cells but no
 summary was interrupted (or is running in another shard). A report of a partial run says
 so before its headline, so no reader takes a subset for the suite.
+
+It also bounds what is left: each unfinished search runs at most
+:func:`~mpqbench.bench.frontier.max_frontier_cells` cells less those it has run, and each
+cell is priced at the median recorded wall time (training stages plus evaluation of every
+split) of the cells of its system label here, or of every compressed cell when its label
+has none yet. The shared teacher cache, the packed export and process start-up are left
+out, so the figure is a guide to the order of magnitude, not a promise.
 """
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from mpqbench.bench.suite import FrontierSearch, Suite
+from mpqbench.bench.frontier import max_frontier_cells
+from mpqbench.bench.suite import Cell, FrontierSearch, Suite
 
-__all__ = ["completeness_section", "search_states"]
+__all__ = ["cell_seconds", "completeness_section", "remaining_estimate", "search_states"]
 
 
 def search_states(suite: Suite, records: Sequence[Mapping[str, Any]],
@@ -32,6 +41,59 @@ def search_states(suite: Suite, records: Sequence[Mapping[str, Any]],
         else:
             states["not started"].append(search)
     return states
+
+
+def cell_seconds(record: Mapping[str, Any]) -> float | None:
+    """A record's training stages plus the wall time of evaluating every split, in seconds;
+    None when it stores neither."""
+    stages = record.get("stages") or []
+    walls = [(split.get("timing") or {}).get("wall_s")
+             for split in (record.get("splits") or {}).values()]
+    walls = [float(w) for w in walls if w is not None]
+    if not stages and not walls:
+        return None
+    return sum(float(st.get("seconds", 0.0)) for st in stages) + sum(walls)
+
+
+def _devices(records: Iterable[Mapping[str, Any]]) -> list[str]:
+    return sorted({str(st["device"]) for r in records for st in r.get("stages") or []
+                   if st.get("device")})
+
+
+def remaining_estimate(suite: Suite, records: Sequence[Mapping[str, Any]],
+                       unfinished: Sequence[FrontierSearch],
+                       missing: Sequence[Cell]) -> tuple[int, float | None, list[str]]:
+    """(the most cells still to run, their estimated seconds or None, the devices priced).
+
+    Args:
+        suite: the suite.
+        records: its loaded records.
+        unfinished: its searches without a summary (started or not).
+        missing: its fixed cells without a record.
+    """
+    mine = [r for r in records if (r.get("suite") or {}).get("name") == suite.name
+            or r.get("config_hash") in {c.spec.config_hash() for c in suite.cells}]
+    have = {r.get("config_hash") for r in records}
+    by_label: dict[str, list[float]] = {}
+    for r in mine:
+        seconds = cell_seconds(r)
+        if seconds is not None:
+            by_label.setdefault(str((r.get("suite") or {}).get("label")), []).append(seconds)
+    compressed = [t for label, ts in by_label.items() if label != "fp32" for t in ts]
+
+    def pace(label: str) -> float | None:
+        times = by_label.get(label) or (compressed if label != "fp32" else [])
+        return statistics.median(times) if times else None
+
+    todo: list[tuple[str, int]] = [(c.label, 1) for c in missing]
+    for search in unfinished:
+        ran = sum(c.spec.config_hash() in have for c in search.grid_cells())
+        todo.append((search.label, max(max_frontier_cells(search.spec) - ran, 0)))
+    cells = sum(n for _, n in todo)
+    prices = [(pace(label), n) for label, n in todo if n]
+    if any(p is None for p, _ in prices):
+        return cells, None, []
+    return cells, sum(p * n for p, n in prices if p is not None), _devices(mine)
 
 
 def _by_label(searches: Iterable[FrontierSearch]) -> str:
@@ -78,4 +140,14 @@ def completeness_section(suite: Suite, records: Sequence[Mapping[str, Any]],
     if missing:
         lines.append("- Fixed cells without a record: "
                      + ", ".join(f"`{c.key}`" for c in missing) + ".")
+    cells, seconds, devices = remaining_estimate(
+        suite, records, states["started"] + states["not started"], missing)
+    if cells:
+        line = f"- Still to run: at most {cells} cell{'s' if cells != 1 else ''}"
+        if seconds is not None:
+            line += (f", about {seconds / 3600:.1f} h at most at the median pace of this "
+                     "suite's recorded cells of the same system label (of every compressed "
+                     f"cell for a label with none yet) on {', '.join(devices)} (training and "
+                     "evaluation; teacher cache and export not counted)")
+        lines.append(line + ".")
     return [*lines, ""]
