@@ -160,3 +160,26 @@ def test_cells_pair_across_a_new_null_config_field(base_records):
     new[1]["config"]["new_option"] = 5  # a real setting: a different experiment
     result = compare_records(base_records, new)
     assert not result.ok and len(result.only_base) == 1 and len(result.only_new) == 1
+
+
+def test_times_are_not_checked_across_devices(tmp_path, capsys, base_records):
+    """A baseline from another machine (or thread count, or CPU kernel set) says nothing
+    about this machine's wall clock: the time is printed, not failed; WER and CR still are."""
+    slow = copy.deepcopy(base_records[1])
+    slow["compression_seconds"] = 100.0  # 10x
+    for stage in slow["stages"]:
+        stage["device"] = "cpu: Other CPU (1 threads)"
+    assert run_compare(tmp_path, base_records, replace(base_records, 1, slow)) == 0
+    out = capsys.readouterr().out
+    assert ("device differs (cpu: Test CPU (2 threads) -> cpu: Other CPU (1 threads)): "
+            "compression time 10.0 s -> 100.0 s, not checked across devices") in out
+    same_label = copy.deepcopy(base_records[1])
+    same_label["compression_seconds"] = 100.0
+    kernels = [copy.deepcopy(base_records), replace(base_records, 1, same_label)]
+    for records, capability in zip(kernels, ("AVX512", "AVX2"), strict=True):
+        records[1]["environment"]["device"]["cpu_capability"] = capability
+    assert run_compare(tmp_path, *kernels) == 0
+    assert "(2 threads), AVX512 -> cpu: Test CPU (2 threads), AVX2)" in capsys.readouterr().out
+    kernels[1][1]["environment"]["device"]["cpu_capability"] = "AVX512"
+    assert run_compare(tmp_path, *kernels) == 1  # same machine kind: 10x is a regression
+    assert "regressions: time 1 -> FAIL" in capsys.readouterr().out

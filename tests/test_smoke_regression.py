@@ -18,10 +18,14 @@ import pytest
 from mpqbench.cli import main
 
 BASELINE = Path(__file__).resolve().parent.parent / "results" / "smoke" / "records"
-#: Time tolerance of this gate. Measured: two identical runs of a 9-cell tiny-ctc suite on the
-#: shared 2-core development machine gave compression times 2.30x and 2.69x apart for two
-#: cells (WER, CR and allocations identical), and the baseline comes from another machine
-#: than CI; 2.0x would make this gate flaky, 4.0x still catches a gross slowdown.
+#: Time tolerance of this gate, where it applies: ``compare`` checks times only between cells
+#: of the same device (label, thread count, CPU kernel set). The committed baseline ran on
+#: an Intel Xeon with 2 threads and this suite runs with 1 (conftest), so in CI the times
+#: are printed, not checked; on the baseline's own kind of machine 4.0x applies. Measured:
+#: two identical runs of a 9-cell tiny-ctc suite on the shared 2-core development machine
+#: gave compression times 2.30x and 2.69x apart for two cells (WER, CR and allocations
+#: identical); on an AVX2 AMD EPYC inside the full suite one cell ran more than 4x the
+#: Xeon baseline's time, which failed this gate before times across devices were exempt.
 TIME_TOLERANCE = "4.0"
 
 

@@ -12,7 +12,10 @@ is reported). For each matched cell NEW regresses when:
   default 0: any fall);
 - **time**: NEW's compression wall clock exceeds ``time_tolerance`` x BASE's (default 2.0x,
   because CI machines are noisy and shared) and by more than ``time_floor_s`` seconds
-  (timer noise on tiny cells).
+  (timer noise on tiny cells), where both ran on the same device (device label, thread
+  count and, where recorded, the CPU kernel set torch used); across devices the two times
+  are printed, not checked: a baseline made on one machine says nothing about the wall
+  clock of another (an AVX2 CPU, another thread count).
 
 A BASE cell missing from NEW, or a split whose utterances or references differ, also counts
 as a regression (the comparison could not cover it); cells only in NEW are listed.
@@ -181,6 +184,14 @@ def _wer_changes(name: str, base: Mapping[str, Any], new: Mapping[str, Any],
     return out
 
 
+def _machine(record: Mapping[str, Any]) -> str:
+    """The record's device label, with the CPU kernel set torch used where it is recorded
+    (two CPUs of one model name can differ in it, and in their speed many times over)."""
+    label = device_of(record)
+    dev = (record.get("environment") or {}).get("device") or {}
+    return f"{label}, {dev['cpu_capability']}" if dev.get("cpu_capability") else label
+
+
 def _cell_changes(name: str, base: Mapping[str, Any], new: Mapping[str, Any],
                   tol: Tolerances) -> list[Change]:
     out = _wer_changes(name, base, new, tol.wer_alpha)
@@ -193,15 +204,16 @@ def _cell_changes(name: str, base: Mapping[str, Any], new: Mapping[str, Any],
     elif cr_n != cr_b:
         out.append(Change(name, "info", False, f"CR {cr_b:.4f}x -> {cr_n:.4f}x"))
     t_b, t_n = float(base["compression_seconds"]), float(new["compression_seconds"])
-    if t_n > t_b * tol.time_tolerance and t_n - t_b > tol.time_floor_s:
+    dev_b, dev_n = _machine(base), _machine(new)
+    if dev_b != dev_n:
+        out.append(Change(name, "info", False,
+                          f"device differs ({dev_b} -> {dev_n}): compression time {t_b:.1f} s "
+                          f"-> {t_n:.1f} s, not checked across devices"))
+    elif t_n > t_b * tol.time_tolerance and t_n - t_b > tol.time_floor_s:
         factor = f"{t_n / t_b:.2f}x" if t_b > 0 else "from zero"
         out.append(Change(name, "time", True,
                           f"compression time {t_b:.1f} s -> {t_n:.1f} s ({factor} > "
                           f"{tol.time_tolerance:g}x tolerance)"))
-    dev_b, dev_n = device_of(base), device_of(new)
-    if dev_b != dev_n:
-        out.append(Change(name, "info", False,
-                          f"device differs ({dev_b} -> {dev_n}): times compared across devices"))
     if float(base["avg_bits"]) != float(new["avg_bits"]):
         out.append(Change(name, "info", False,
                           f"avg bits {base['avg_bits']:.3f} -> {new['avg_bits']:.3f}"))
