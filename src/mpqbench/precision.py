@@ -13,18 +13,84 @@ its low-precision copy of a weight Parameter for the whole autocast region, but 
 inference mode (``python benchmarks/bench_decoding_kernels.py``, torch 2.13 CPU: a
 51,864 x 384 linear on 16 rows under bf16 autocast took 26.9 ms a call under inference
 mode, 6.4 ms under no_grad), and greedy decoding calls the same weights once per token.
+
+bf16 is fast only where the hardware multiplies bf16 natively: a CUDA device with bf16
+support, or a CPU with AVX512-BF16 or AMX instructions. Elsewhere torch emulates it, and a
+4-bit QAT step of whisper-tiny.en under CPU bf16 autocast took 16.8x the fp32 step on an
+AVX2 machine (docs/FINDINGS.md). Suites therefore say ``"auto"``: :func:`resolve_precision`
+turns it into ``bf16`` on such a device and ``fp32`` elsewhere, and a record stores the
+precision it resolved to.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 import torch
 
 #: Precision names accepted by :func:`autocast`.
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
+#: A suite's or a command's request for bf16 where the device multiplies it natively and
+#: fp32 elsewhere (:func:`resolve_precision`).
+AUTO = "auto"
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return set()
+    return {flag for line in text.splitlines() if line.startswith("flags")
+            for flag in line.split(":", 1)[-1].split()}
+
+
+def native_bf16(device: str | torch.device) -> bool:
+    """Whether ``device`` multiplies bf16 in hardware: a CUDA device that torch reports bf16
+    support for, or a CPU with AVX512-BF16 or AMX (torch's own CPU probes; ``/proc/cpuinfo``
+    where this torch has none)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    probes = [getattr(torch.cpu, name, None)
+              for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    if all(callable(probe) for probe in probes):
+        return any(bool(probe()) for probe in probes)  # type: ignore[misc]
+    return any(flag in _cpu_flags() for flag in _BF16_CPU_FLAGS)
+
+
+def resolve_precision(precision: object, device: str | torch.device) -> str:
+    """``precision`` for ``device``: ``"auto"`` becomes ``"bf16"`` where the device has
+    native bf16 (:func:`native_bf16`) and ``"fp32"`` elsewhere; any other name is checked
+    and returned.
+
+    Raises:
+        ValueError: see :func:`check_precision`.
+    """
+    if precision == AUTO:
+        return "bf16" if native_bf16(device) else "fp32"
+    return check_precision(precision, device)
+
+
+def emulated_bf16(precision: str, device: str | torch.device) -> bool:
+    """Whether running ``precision`` on ``device`` means bf16 that torch emulates (slow)."""
+    return precision == "bf16" and not native_bf16(device)
+
+
+def emulated_bf16_warning(precisions: Iterable[str], device: str | torch.device) -> str | None:
+    """A warning to log when any of ``precisions`` is bf16 that ``device`` emulates, else
+    None."""
+    if not any(emulated_bf16(p, device) for p in precisions):
+        return None
+    return (f"bf16 on this {torch.device(device).type}, which has no native bf16 (AVX512-BF16 "
+            "or AMX on a CPU): torch emulates it, and a QAT step can take many times the fp32 "
+            "one (docs/FINDINGS.md measured 16.8x on an AVX2 CPU); precision 'auto' picks "
+            "fp32 on such a device")
 
 
 def check_precision(precision: object, device: str | torch.device | None = None) -> str:
@@ -66,4 +132,5 @@ def autocast(precision: str, device: str | torch.device) -> Iterator[None]:
         yield
 
 
-__all__ = ["PRECISIONS", "autocast", "check_precision", "compute_dtype"]
+__all__ = ["AUTO", "PRECISIONS", "autocast", "check_precision", "compute_dtype", "emulated_bf16",
+           "emulated_bf16_warning", "native_bf16", "resolve_precision"]

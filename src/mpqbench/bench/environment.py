@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from mpqbench.precision import native_bf16
 from mpqbench.timing import cpu_model
 
 #: Distributions whose versions every record carries.
@@ -30,14 +31,19 @@ def library_versions() -> dict[str, str | None]:
 
 
 def device_info(device: str | torch.device) -> dict[str, Any]:
-    """The device that ran the work: type, name (CPU model or GPU name), torch threads."""
+    """The device that ran the work: type, name (CPU model or GPU name), torch threads, and
+    whether it multiplies bf16 natively; on a CPU also the kernel set torch dispatches to
+    (``cpu_capability``: AVX2, AVX512, ...), since two CPUs of one model name can differ in
+    it and bf16 timings differ many times over between them."""
     device = torch.device(device)
-    info: dict[str, Any] = {"type": device.type, "torch_threads": torch.get_num_threads()}
+    info: dict[str, Any] = {"type": device.type, "torch_threads": torch.get_num_threads(),
+                            "bf16_native": native_bf16(device)}
     if device.type == "cuda":
         info["name"] = torch.cuda.get_device_name(device)
         info["cuda"] = torch.version.cuda
     else:
         info["name"] = cpu_model()
+        info["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
     return info
 
 

@@ -45,6 +45,7 @@ from mpqbench._atomic import atomic_write_json
 from mpqbench.bench.cell import run_cell, summary_line
 from mpqbench.bench.frontier import max_frontier_cells, next_frontier_step
 from mpqbench.bench.suite import Cell, FrontierSearch, Suite
+from mpqbench.precision import emulated_bf16_warning
 from mpqbench.quant.teacher import TeacherCache
 
 log = logging.getLogger(__name__)
@@ -279,6 +280,15 @@ def _frontier_step_row(target: float, cell: Cell, record: Mapping[str, Any], dev
             "lossless_dev": lossless, "lossless": bool(record["lossless"])}
 
 
+def _warn_emulated_bf16(suite: Suite, device: str) -> None:
+    """Log a warning when the suite trains or decodes in bf16 that ``device`` emulates."""
+    specs = [*(c.spec for c in suite.cells), *(f.template for f in suite.frontiers)]
+    used = {p for spec in specs for p in (spec.budget.precision, spec.eval_precision_name)}
+    warning = emulated_bf16_warning(used, device)
+    if warning:
+        log.warning("suite %s: %s", suite.name, warning)
+
+
 def run_suite(
     suite: Suite,
     *,
@@ -304,6 +314,7 @@ def run_suite(
         progress: progress bars.
     """
     name = name or suite.name
+    _warn_emulated_bf16(suite, device)
     run = _Run(suite=suite, results=results, name=name, shard=shard, overwrite=overwrite,
                device=device, progress=progress, summary=RunSummary())
     todo = shard_cells(suite, shard)

@@ -21,14 +21,17 @@ Format (every key is checked; unknown keys are refused)::
     whisper_window_s = 10             # optional: Whisper encoder window (default 30 s)
     fp32_reference = "finetuned"      # optional: "pretrained" (default) or "finetuned"
     alignment = "sclite"              # optional: WER alignment, "unit" (default) or "sclite"
-    eval_precision = "bf16"           # optional: decoding precision, "fp32" (default) or "bf16"
+    eval_precision = "auto"           # optional: decoding precision, "fp32" (default), "bf16"
+                                      # or "auto" (bf16 where the device multiplies bf16
+                                      # natively, else fp32: mpqbench.precision)
 
     [budget]                          # the ONE budget every method gets
     train_steps = 60
     batch_size = 8
     search_budget = 40
     dev_subset = 32
-    precision = "bf16"                # optional: training precision (default "fp32")
+    precision = "auto"                # optional: training precision, "fp32" (default),
+                                      # "bf16", "fp16" (CUDA) or "auto" (as eval_precision)
 
     [[systems]]                       # one per method configuration
     method = "one_stage"
@@ -67,11 +70,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from mpqbench._names import safe_name
 from mpqbench.bench.cell import FP32, CellSpec
 from mpqbench.bench.frontier import FrontierSpec, frontier_grid
 from mpqbench.method import Budget, Target, compression_methods, make_config
-from mpqbench.precision import PRECISIONS
+from mpqbench.precision import AUTO, PRECISIONS, resolve_precision
 from mpqbench.quant.allocation import LayerRule
 from mpqbench.workloads.adapter import LAYER_GROUPS
 from mpqbench.workloads.metrics.alignment import ALIGNMENTS
@@ -157,6 +162,9 @@ class Suite:
     cells: tuple[Cell, ...]
     budget: Budget
     frontiers: tuple[FrontierSearch, ...] = ()
+    #: What a precision of "auto" in the file became ("bf16" or "fp32"); None when the file
+    #: names no "auto" precision.
+    auto_precision: str | None = None
 
     def references(self) -> list[Cell]:
         return [c for c in self.cells if c.spec.method == FP32]
@@ -182,14 +190,24 @@ def resolve_suite_path(name_or_path: str) -> Path:
     raise ValueError(f"no suite {name_or_path!r}: not a file, and shipped suites are {names}")
 
 
-def load_suite(name_or_path: str) -> Suite:
+def load_suite(name_or_path: str, *, auto_precision: str | None = None) -> Suite:
     """Parse and validate a suite file without loading any model.
+
+    Args:
+        name_or_path: a shipped suite's name or a suite file.
+        auto_precision: what a precision of ``"auto"`` (``budget.precision``,
+            ``suite.eval_precision``) stands for, ``"bf16"`` or ``"fp32"``; None resolves it
+            for this machine (:func:`mpqbench.precision.resolve_precision` on CUDA when torch
+            sees a CUDA device, else on the CPU). It decides the cells' config hashes.
 
     Raises:
         ValueError: malformed TOML, unknown or missing keys, unknown model or method,
             bad method parameters, a target outside a method's candidate bits; the message
             names the file and the field.
     """
+    if auto_precision not in (None, "bf16", "fp32"):
+        raise ValueError(f"auto_precision must be 'bf16', 'fp32' or None, got "
+                         f"{auto_precision!r}")
     path = resolve_suite_path(name_or_path)
     where = str(path)
     try:
@@ -228,7 +246,12 @@ def load_suite(name_or_path: str) -> Suite:
         )
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"{where}: suite.seeds lists a seed twice: {seeds}")
-    budget_raw = _table(raw, "budget", where)
+    budget_raw = dict(_table(raw, "budget", where))
+    auto_used = budget_raw.get("precision") == AUTO or suite.get("eval_precision") == AUTO
+    if auto_used and auto_precision is None:
+        auto_precision = resolve_precision(AUTO, "cuda" if torch.cuda.is_available() else "cpu")
+    if budget_raw.get("precision") == AUTO:
+        budget_raw["precision"] = auto_precision
     try:
         _only(budget_raw, {f.name for f in dataclasses.fields(Budget)} - {"seed"}, where,
               "[budget]")
@@ -288,8 +311,10 @@ def load_suite(name_or_path: str) -> Suite:
         "fp32_reference": _get(suite, "fp32_reference", str, where, "suite.fp32_reference",
                                default=None),
         "alignment": _choice(suite, "alignment", ALIGNMENTS, where),
-        "eval_precision": _choice(suite, "eval_precision", PRECISIONS, where),
+        "eval_precision": _choice(suite, "eval_precision", (*PRECISIONS, AUTO), where),
     }
+    if common["eval_precision"] == AUTO:
+        common["eval_precision"] = auto_precision
     cells: list[Cell] = []
     frontiers: list[FrontierSearch] = []
     seen: set[str] = set()
@@ -354,7 +379,8 @@ def load_suite(name_or_path: str) -> Suite:
                     )
                     cells.append(Cell(label, spec))
     return Suite(name=name, description=description, path=path,
-                 cells=tuple(cells), budget=budget, frontiers=tuple(frontiers))
+                 cells=tuple(cells), budget=budget, frontiers=tuple(frontiers),
+                 auto_precision=auto_precision if auto_used else None)
 
 
 def _frontier(system: Mapping[str, Any], where: str, field: str, config: Any) -> FrontierSpec:

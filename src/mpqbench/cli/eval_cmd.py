@@ -17,7 +17,7 @@ from mpqbench._names import safe_name
 from mpqbench.bench.records import RECORD_SCHEMA, environment_block, split_record
 from mpqbench.bench.workload import open_model
 from mpqbench.cli._shared import positive_float, positive_int, resolve_device
-from mpqbench.precision import PRECISIONS
+from mpqbench.precision import AUTO, PRECISIONS, resolve_precision
 from mpqbench.workloads.data.embedded import EMBEDDED, embedded_manifest_sha256, open_split
 from mpqbench.workloads.evaluate import EvalResult, evaluate
 from mpqbench.workloads.metrics.alignment import ALIGNMENTS, DEFAULT_ALIGNMENT
@@ -70,8 +70,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--out", type=Path, default=None,
         help=f"record path (default: {DEFAULT_OUT_DIR}/<model>__<data>__<split>.json)",
     )
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                   help="decoding compute precision: fp32 (default), bf16, fp16 (CUDA)")
+    p.add_argument("--precision", choices=(*PRECISIONS, AUTO), default="fp32",
+                   help="decoding compute precision: fp32 (default), bf16, fp16 (CUDA), auto "
+                        "(bf16 where the device has native bf16, else fp32)")
     p.add_argument("--alignment", choices=ALIGNMENTS, default=DEFAULT_ALIGNMENT,
                    help="WER alignment costs: unit (default) or sclite (sub 4, ins 3, del 3)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing record")
@@ -89,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
     if out.is_dir():
         raise ValueError(f"--out {out} is a directory; give a file path")
     device = resolve_device(args.device)
+    args.precision = resolve_precision(args.precision, device)  # the record states it
 
     split = open_split(args.data, args.split)  # scan first: cheap, and fails fast
     total_in_split = len(split)

@@ -31,7 +31,7 @@ from mpqbench._names import safe_name
 from mpqbench.bench.cell import FP32, CellSpec, run_cell, summary_line
 from mpqbench.cli._shared import add_layer_selection_args, positive_float, resolve_device
 from mpqbench.method import Budget, Target, available_methods, field_default, make_config
-from mpqbench.precision import PRECISIONS
+from mpqbench.precision import AUTO, PRECISIONS, emulated_bf16_warning, resolve_precision
 from mpqbench.workloads.data.embedded import EMBEDDED
 from mpqbench.workloads.metrics.alignment import ALIGNMENTS, DEFAULT_ALIGNMENT
 
@@ -69,13 +69,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_layer_selection_args(p)
     p.add_argument("--eval-limit", type=int, default=None, metavar="N",
                    help="evaluate a fixed seeded subset of N utterances per split")
-    p.add_argument("--precision", choices=PRECISIONS,
+    p.add_argument("--precision", choices=(*PRECISIONS, AUTO),
                    default=field_default(budget_fields["precision"]),
-                   help="training compute precision (fp32; bf16 autocast; fp16 on CUDA)")
+                   help="training compute precision (fp32; bf16 autocast; fp16 on CUDA; auto: "
+                        "bf16 where the device has native bf16, else fp32)")
     p.add_argument("--trim-window", action="store_true",
                    help=budget_fields["trim_window"].metadata["help"])
-    p.add_argument("--eval-precision", choices=PRECISIONS, default="fp32",
-                   help="decoding compute precision (fp32)")
+    p.add_argument("--eval-precision", choices=(*PRECISIONS, AUTO), default="fp32",
+                   help="decoding compute precision (fp32; bf16, fp16 on CUDA, auto)")
     p.add_argument("--max-tokens-per-s", type=positive_float, default=None, metavar="RATE",
                    help="stop decoding a clip after ceil(RATE * seconds) tokens (default: "
                         "only the model's token cap)")
@@ -140,7 +141,7 @@ def _run(args: argparse.Namespace, device: str) -> int:
         target=target,
         budget=Budget(train_steps=args.train_steps, batch_size=args.batch_size,
                       search_budget=args.search_budget, dev_subset=args.dev_subset,
-                      seed=args.seed, precision=args.precision,
+                      seed=args.seed, precision=resolve_precision(args.precision, device),
                       trim_window=args.trim_window),
         eval_splits=tuple(s for s in args.eval_splits.split(",") if s),
         groups=tuple(g for g in args.groups.split(",") if g),
@@ -148,9 +149,12 @@ def _run(args: argparse.Namespace, device: str) -> int:
         whisper_window_s=args.whisper_window,
         eval_limit=args.eval_limit,
         alignment=args.alignment,
-        eval_precision=args.eval_precision,
+        eval_precision=resolve_precision(args.eval_precision, device),
         max_tokens_per_s=args.max_tokens_per_s,
     )
+    warning = emulated_bf16_warning((spec.budget.precision, spec.eval_precision_name), device)
+    if warning:
+        log.warning("%s", warning)
     reference = None
     if args.method != FP32:
         make_config(spec.method, spec.params)  # refuse a bad config before any model loads

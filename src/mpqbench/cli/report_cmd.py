@@ -55,15 +55,31 @@ def suite_name(suite: str) -> str:
     return name
 
 
-def checkable_suite(suite: str) -> Suite | None:
+def checkable_suite(suite: str, folder: Path | None = None) -> Suite | None:
     """``suite`` loaded (for the report's completeness section), or ``None`` when it is a
-    results name or a suite file that does not validate (its problem goes to stderr)."""
+    results name or a suite file that does not validate (its problem goes to stderr).
+
+    A suite whose precision is ``"auto"`` has one set of cells where it resolved to bf16 and
+    another where it resolved to fp32 (mpqbench.precision); the report checks the set whose
+    config hashes more of the records in ``folder`` carry (on a tie: this machine's).
+    """
     try:
         resolve_suite_path(suite)
     except ValueError:
         return None
     try:
-        return load_suite(suite)
+        loaded = load_suite(suite)
+        if loaded.auto_precision is None or folder is None:
+            return loaded
+        have = {p.stem.rsplit("__", 1)[-1] for p in (folder / "records").glob("*.json")}
+
+        def matches(candidate: Suite) -> int:
+            cells = [*candidate.cells, *(c for f in candidate.frontiers for c in f.grid_cells())]
+            return sum(c.spec.config_hash() in have for c in cells)
+
+        other = load_suite(suite, auto_precision="fp32" if loaded.auto_precision == "bf16"
+                           else "bf16")
+        return other if matches(other) > matches(loaded) else loaded
     except ValueError as exc:
         print(f"mpqbench report: completeness not checked: {exc}", file=sys.stderr)
         return None
@@ -73,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     name = args.name or suite_name(args.suite)
     from mpqbench.bench.report import write_report  # lazy: pandas, matplotlib
     files = write_report(args.results / name, cr_rule=args.cr_rule,
-                         suite=checkable_suite(args.suite))
+                         suite=checkable_suite(args.suite, args.results / name))
     print(f"report: {files.report}")
     print(f"table: {files.table}")
     for plot in files.plots:

@@ -16,6 +16,7 @@ from mpqbench.bench.runner import (
 )
 from mpqbench.bench.suite import load_suite
 from mpqbench.cli._shared import resolve_device
+from mpqbench.precision import AUTO, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +41,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    suite = load_suite(args.suite)
+    device = resolve_device(args.device)
+    # "auto" precisions resolve for the device that runs the cells (and so their hashes)
+    suite = load_suite(args.suite, auto_precision=resolve_precision(AUTO, device))
     shard = parse_shard(args.shard)
     name = args.name or suite.name
     if args.dry_run:
         cells = suite.references() + shard_cells(suite, shard)
         print(f"suite {suite.name} ({suite.path}): {len(suite.cells)} cells, "
-              f"shard {args.shard}: {len(cells)}")
+              f"shard {args.shard}: {len(cells)}"
+              + (f"; precision auto = {suite.auto_precision} on {device}"
+                 if suite.auto_precision else ""))
         for cell in cells:
             done = record_path(args.results, name, cell).exists()
             print(f"  {'done' if done else 'todo'}  {cell.key}")
@@ -60,7 +65,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {search.key}: <= {max_frontier_cells(search.spec)} of {len(grid)} grid "
                   f"targets, {have} with records")
         return 0
-    device = resolve_device(args.device)
+    if suite.auto_precision:
+        log.info("suite %s: precision \"auto\" is %s on %s", suite.name, suite.auto_precision,
+                 device)
     summary = run_suite(suite, results=args.results, name=name, shard=shard,
                         overwrite=args.overwrite, device=device, progress=not args.no_progress)
     print(f"suite {suite.name}: ran {len(summary.ran)} cells, skipped {len(summary.skipped)} "
