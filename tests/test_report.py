@@ -523,3 +523,16 @@ def test_headline_within_each_seed_counts_where_one_stage_led(tmp_path):
             "lower in 0 and equal in 0 of 1 seeds with cells of both") in text
     single = _render(tmp_path / "one", [refs[0], *records[3:6]])
     assert "Within each seed" not in single
+
+
+def test_setup_names_the_cpu_kernels_and_bf16_support_the_records_state(tmp_path):
+    ref = make_reference()
+    cell = make_cell(ref, method="uniform", target_bits=4, avg_bits=4, cr=6.0)
+    assert "CPU kernels" not in _render(tmp_path / "old", [ref, cell])  # older records
+    for rec, (capability, native) in zip((ref, cell), (("AVX2", False), ("AVX512", True)),
+                                         strict=True):
+        rec["environment"]["device"].update(type="cpu", cpu_capability=capability,
+                                            bf16_native=native)
+    text = _render(tmp_path / "new", [ref, cell])
+    assert ("- CPU kernels and bf16 (from the records' environments): cpu AVX2, bf16 "
+            "emulated; cpu AVX512, native bf16.") in text

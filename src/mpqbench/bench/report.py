@@ -336,6 +336,15 @@ def _export_lines(table: pd.DataFrame) -> list[str]:
             "the fake-quant model."]
 
 
+def _device_kind(record: Mapping[str, Any]) -> str:
+    """``"AVX2, bf16 emulated"`` and the like, from a record's environment ('' if absent)."""
+    dev = (record.get("environment") or {}).get("device") or {}
+    parts = [str(dev["cpu_capability"])] if dev.get("cpu_capability") else []
+    if "bf16_native" in dev:
+        parts.append("native bf16" if dev["bf16_native"] else "bf16 emulated")
+    return f"{dev.get('type', '?')} {', '.join(parts)}" if parts else ""
+
+
 def _setup_section(records: Sequence[Mapping[str, Any]], table: pd.DataFrame) -> list[str]:
     cells = cells_of(table)
     budgets = {tuple(sorted((k, v) for k, v in r["config"]["budget"].items() if k != "seed"))
@@ -345,6 +354,10 @@ def _setup_section(records: Sequence[Mapping[str, Any]], table: pd.DataFrame) ->
     out.append(f"- Models: {', '.join(dict.fromkeys(cells.model))}; data: "
                f"{', '.join(sorted({str(r['config'].get('data')) for r in records}))}.")
     out.append(f"- Device(s): {'; '.join(devices)}.")
+    kinds = sorted({_device_kind(r) for r in records} - {""})
+    if kinds:
+        out.append(f"- CPU kernels and bf16 (from the records' environments): "
+                   f"{'; '.join(kinds)}.")
     for budget in sorted(budgets):
         text = ", ".join(f"{k}={v}" for k, v in budget)
         same = "the same for every method" if len(budgets) == 1 else "NOT the same for all cells"
