@@ -150,3 +150,23 @@ def test_the_runner_warns_when_a_suite_asks_for_bf16_the_device_emulates(
         messages = [r.getMessage() for r in caplog.records]
         assert bool(messages) is warned
     assert "suite auto: bf16 on this cpu, which has no native bf16" in messages[0]
+
+
+def test_the_runner_keeps_the_two_resolutions_of_a_suite_apart(corpus, tmp_path, monkeypatch):
+    import mpqbench.bench.runner as runner
+
+    monkeypatch.setattr(runner._Run, "cell", lambda self, cell, title: None)
+    monkeypatch.setattr(runner._Run, "frontier", lambda self, search: None)
+    path = suite_file(tmp_path, corpus, "auto", "auto")
+    bf16, fp32 = (load_suite(path, auto_precision=p) for p in ("bf16", "fp32"))
+    assert bf16.other_resolution().config_hashes() == fp32.config_hashes()
+    assert load_suite(suite_file(tmp_path, corpus, "bf16", "bf16", "e.toml")
+                      ).other_resolution() is None
+    folder = tmp_path / "res" / "auto" / "records"
+    folder.mkdir(parents=True)
+    (folder / f"{bf16.cells[0].key}.json").write_text("{}")
+    runner.run_suite(bf16, results=tmp_path / "res", progress=False)  # its own cells: fine
+    with pytest.raises(ValueError, match=r"holds 1 cell\(s\) of suite auto with precision "
+                                         r"\"auto\" resolved to bf16.*--name auto-fp32"):
+        runner.run_suite(fp32, results=tmp_path / "res", progress=False)
+    runner.run_suite(fp32, results=tmp_path / "res", name="auto-fp32", progress=False)

@@ -280,6 +280,32 @@ def _frontier_step_row(target: float, cell: Cell, record: Mapping[str, Any], dev
             "lossless_dev": lossless, "lossless": bool(record["lossless"])}
 
 
+def record_hashes(folder: Path) -> set[str]:
+    """The config hashes of the records in ``<folder>/records`` (from their file names)."""
+    return {p.stem.rsplit("__", 1)[-1] for p in (folder / "records").glob("*.json")}
+
+
+def check_one_resolution(suite: Suite, folder: Path) -> None:
+    """Refuse to add cells of an ``"auto"`` suite to a results folder that holds cells of
+    the same suite resolved the other way (bf16 on one device, fp32 on another), so a report
+    never mixes the two.
+
+    Raises:
+        ValueError: such cells are there; the message names how many and what to do.
+    """
+    other = suite.other_resolution()
+    if other is None:
+        return
+    theirs = other.config_hashes() & record_hashes(folder)
+    if theirs:
+        raise ValueError(
+            f"{folder} holds {len(theirs)} cell(s) of suite {suite.name} with precision "
+            f"\"auto\" resolved to {other.auto_precision}, but on this device it resolves to "
+            f"{suite.auto_precision}: its cells would be other experiments beside them. Run "
+            f"on a device where it resolves to {other.auto_precision} to continue them, or "
+            f"give these their own results name (--name {suite.name}-{suite.auto_precision})")
+
+
 def _warn_emulated_bf16(suite: Suite, device: str) -> None:
     """Log a warning when the suite trains or decodes in bf16 that ``device`` emulates."""
     specs = [*(c.spec for c in suite.cells), *(f.template for f in suite.frontiers)]
@@ -314,6 +340,7 @@ def run_suite(
         progress: progress bars.
     """
     name = name or suite.name
+    check_one_resolution(suite, results / name)
     _warn_emulated_bf16(suite, device)
     run = _Run(suite=suite, results=results, name=name, shard=shard, overwrite=overwrite,
                device=device, progress=progress, summary=RunSummary())
@@ -331,6 +358,7 @@ def run_suite(
     return run.summary
 
 
-__all__ = ["FRONTIER_SCHEMA", "RunSummary", "checkpoint_path", "dev_lossless",
-           "finished_record", "frontier_path", "frontier_shard", "load_record", "packed_path",
-           "parse_shard", "record_path", "records_dir", "run_suite", "shard_cells"]
+__all__ = ["FRONTIER_SCHEMA", "RunSummary", "check_one_resolution", "checkpoint_path",
+           "dev_lossless", "finished_record", "frontier_path", "frontier_shard",
+           "load_record", "packed_path", "parse_shard", "record_hashes", "record_path",
+           "records_dir", "run_suite", "shard_cells"]

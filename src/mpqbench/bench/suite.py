@@ -169,6 +169,20 @@ class Suite:
     def references(self) -> list[Cell]:
         return [c for c in self.cells if c.spec.method == FP32]
 
+    def config_hashes(self) -> set[str]:
+        """The config hashes of every cell the suite can run: fixed cells and every grid
+        cell of its frontier searches."""
+        cells = [*self.cells, *(c for f in self.frontiers for c in f.grid_cells())]
+        return {c.spec.config_hash() for c in cells}
+
+    def other_resolution(self) -> Suite | None:
+        """The same file with ``"auto"`` resolved the other way (bf16 <-> fp32), or None
+        when it names no ``"auto"`` precision."""
+        if self.auto_precision is None:
+            return None
+        other = "fp32" if self.auto_precision == "bf16" else "bf16"
+        return load_suite(str(self.path), auto_precision=other)
+
     def compressed(self) -> list[Cell]:
         """The fixed-target compressed cells (frontier cells are chosen while running)."""
         return [c for c in self.cells if c.spec.method != FP32]

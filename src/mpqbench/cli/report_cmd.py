@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from mpqbench.bench.runner import record_hashes
 from mpqbench.bench.suite import Suite, load_suite, resolve_suite_path
 
 if sys.version_info >= (3, 11):
@@ -69,17 +70,12 @@ def checkable_suite(suite: str, folder: Path | None = None) -> Suite | None:
         return None
     try:
         loaded = load_suite(suite)
-        if loaded.auto_precision is None or folder is None:
+        other = loaded.other_resolution()
+        if other is None or folder is None:
             return loaded
-        have = {p.stem.rsplit("__", 1)[-1] for p in (folder / "records").glob("*.json")}
-
-        def matches(candidate: Suite) -> int:
-            cells = [*candidate.cells, *(c for f in candidate.frontiers for c in f.grid_cells())]
-            return sum(c.spec.config_hash() in have for c in cells)
-
-        other = load_suite(suite, auto_precision="fp32" if loaded.auto_precision == "bf16"
-                           else "bf16")
-        return other if matches(other) > matches(loaded) else loaded
+        have = record_hashes(folder)
+        mine, theirs = len(loaded.config_hashes() & have), len(other.config_hashes() & have)
+        return other if theirs > mine else loaded
     except ValueError as exc:
         print(f"mpqbench report: completeness not checked: {exc}", file=sys.stderr)
         return None
