@@ -113,6 +113,13 @@ BAD = {
                       "fp32_reference"),
     "bad-alignment": (SUITE.replace("seeds = [0]", 'seeds = [0]\nalignment = "nist"'),
                       "suite.alignment = 'nist'"),
+    "window-without-whisper": (
+        SUITE.replace("seeds = [0]", "seeds = [0]\nwhisper_window_s = 10"),
+        "suite.whisper_window_s applies to Whisper models, and suite.models ['tiny-ctc'] "
+        "has none"),
+    "row-groups-without-whisper": (
+        SUITE.replace("avg_bits = [8, 4]", "avg_bits = [8, 4]\nembedding_row_groups = [64]"),
+        "systems[0].embedding_row_groups applies to Whisper models"),
 }
 
 
@@ -167,3 +174,25 @@ def test_supernet_test_shares_the_main_jobs_reference_and_4bit_cells():
     without_pass2 = dataclasses.replace(
         one_stage4[0].spec, params={**one_stage4[0].spec.params, "pass2_frac": 0.0})
     assert without_pass2.config_hash() == main4.spec.config_hash()
+
+
+def test_whisper_settings_of_a_two_family_suite_apply_to_its_whisper_models(corpus, tmp_path):
+    mixed = SUITE.replace('["tiny-ctc"]', '["tiny-ctc", "tiny-whisper"]')
+    plain = load_suite(str(write(tmp_path, mixed.replace("{data}", str(corpus)), "a.toml")))
+    windowed = load_suite(str(write(
+        tmp_path,
+        mixed.replace("seeds = [0]", "seeds = [0]\nwhisper_window_s = 10")
+        .replace("avg_bits = [8, 4]", "avg_bits = [8, 4]\nembedding_row_groups = [64]")
+        .replace("{data}", str(corpus)),
+        "b.toml")))
+    before = {(c.spec.model, c.key) for c in plain.cells}
+    assert len(windowed.cells) == len(before) == 6
+    for cell in windowed.cells:
+        spec = cell.spec
+        if spec.model == "tiny-ctc":  # untouched: the very cells of the suite without them
+            assert spec.whisper_window_s is None and spec.embedding_row_groups is None
+            assert (spec.model, cell.key) in before
+        else:
+            assert spec.whisper_window_s == 10
+            assert spec.embedding_row_groups == ((64,) if spec.method != "fp32" else None)
+            assert (spec.model, cell.key) not in before

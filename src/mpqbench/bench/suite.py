@@ -18,7 +18,8 @@ Format (every key is checked; unknown keys are refused)::
     max_new_tokens = 128              # optional
     max_tokens_per_s = 10             # optional: stop a clip after ceil(10 * seconds) tokens
     eval_limit = 40                   # optional: a fixed subset of each split
-    whisper_window_s = 10             # optional: Whisper encoder window (default 30 s)
+    whisper_window_s = 10             # optional: Whisper encoder window (default 30 s);
+                                      # applies to the suite's Whisper models only
     fp32_reference = "finetuned"      # optional: "pretrained" (default) or "finetuned"
     alignment = "sclite"              # optional: WER alignment, "unit" (default) or "sclite"
     eval_precision = "auto"           # optional: decoding precision, "fp32" (default), "bf16"
@@ -39,7 +40,8 @@ Format (every key is checked; unknown keys are refused)::
     avg_bits = [4, 3]                 # targets (or cr = [8.0], or frontier = {...})
     params = { candidates = [2, 4, 8] }
     embedding_row_groups = [8192]     # optional: the token embedding as row groups cut at
-                                      # these ids, each allocated its own bits (Whisper)
+                                      # these ids, each allocated its own bits (the suite's
+                                      # Whisper models only)
 
     [[systems]]                       # a lossless-frontier search (bench.frontier)
     method = "uniform"
@@ -80,7 +82,7 @@ from mpqbench.precision import AUTO, PRECISIONS, resolve_precision
 from mpqbench.quant.allocation import LayerRule
 from mpqbench.workloads.adapter import LAYER_GROUPS
 from mpqbench.workloads.metrics.alignment import ALIGNMENTS
-from mpqbench.workloads.models.registry import MODEL_REGISTRY
+from mpqbench.workloads.models.registry import MODEL_REGISTRY, model_family
 from mpqbench.workloads.models.row_groups import check_row_cuts
 
 if sys.version_info >= (3, 11):
@@ -329,6 +331,9 @@ def load_suite(name_or_path: str, *, auto_precision: str | None = None) -> Suite
     }
     if common["eval_precision"] == AUTO:
         common["eval_precision"] = auto_precision
+    whisper_only = _whisper_only(models, where)
+    if common["whisper_window_s"] is not None:
+        whisper_only("suite.whisper_window_s")
     cells: list[Cell] = []
     frontiers: list[FrontierSearch] = []
     seen: set[str] = set()
@@ -336,7 +341,7 @@ def load_suite(name_or_path: str, *, auto_precision: str | None = None) -> Suite
         for seed in seeds:
             try:
                 ref = CellSpec(model=model, method=FP32, budget=dataclasses.replace(
-                    budget, seed=seed), **common).reference()
+                    budget, seed=seed), **_for_model(common, model)).reference()
             except ValueError as exc:
                 raise ValueError(f"{where}: [suite]: {exc}") from exc
             if ref.config_hash() not in seen:
@@ -372,6 +377,7 @@ def load_suite(name_or_path: str, *, auto_precision: str | None = None) -> Suite
                     what=f"{field}.embedding_row_groups")
             except ValueError as exc:
                 raise ValueError(f"{where}: {exc}") from None
+            whisper_only(f"{field}.embedding_row_groups")
         if "frontier" in system:
             spec = _frontier(system, where, field, config)
             for model in models:
@@ -379,7 +385,8 @@ def load_suite(name_or_path: str, *, auto_precision: str | None = None) -> Suite
                     template = CellSpec(
                         model=model, method=method, params=params,
                         target=Target(avg_bits=spec.high),
-                        budget=dataclasses.replace(budget, seed=seed), **system_common,
+                        budget=dataclasses.replace(budget, seed=seed),
+                        **_for_model(system_common, model),
                     )
                     frontiers.append(FrontierSearch(label, spec, template))
             continue
@@ -389,12 +396,44 @@ def load_suite(name_or_path: str, *, auto_precision: str | None = None) -> Suite
                 for target in targets:
                     spec = CellSpec(
                         model=model, method=method, params=params, target=target,
-                        budget=dataclasses.replace(budget, seed=seed), **system_common,
+                        budget=dataclasses.replace(budget, seed=seed),
+                        **_for_model(system_common, model),
                     )
                     cells.append(Cell(label, spec))
     return Suite(name=name, description=description, path=path,
                  cells=tuple(cells), budget=budget, frontiers=tuple(frontiers),
                  auto_precision=auto_precision if auto_used else None)
+
+
+#: Cell settings that only a Whisper model has a use for.
+_WHISPER_SETTINGS = ("whisper_window_s", "embedding_row_groups")
+
+
+def _for_model(common: Mapping[str, Any], model: str) -> dict[str, Any]:
+    """``common`` for one of the suite's models: the Whisper-only settings are dropped
+    (left at their defaults, so they do not enter the cell hash) for a model known not to be
+    Whisper, so a suite of both families can set them for its Whisper models."""
+    settings = dict(common)
+    family = model_family(model)
+    if family is not None and family != "whisper":
+        for name in _WHISPER_SETTINGS:
+            settings.pop(name, None)
+    return settings
+
+
+def _whisper_only(models: list[str], where: str):
+    """A check that a Whisper-only setting has a Whisper model to apply to."""
+    families = [model_family(m) for m in models]
+    has_whisper = any(f in ("whisper", None) for f in families)
+
+    def check(field: str) -> None:
+        if not has_whisper:
+            raise ValueError(
+                f"{where}: {field} applies to Whisper models, and suite.models "
+                f"{models} has none"
+            )
+
+    return check
 
 
 def _frontier(system: Mapping[str, Any], where: str, field: str, config: Any) -> FrontierSpec:

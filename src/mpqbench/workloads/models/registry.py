@@ -7,6 +7,7 @@ Face checkpoint directory (Whisper or CTC, by its ``config.json``).
 from __future__ import annotations
 
 import importlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,9 +99,29 @@ def load_model(name: str, *, device: str = "cpu") -> SpeechModel:
     return _resolve(spec.loader)(spec.source).to(device)
 
 
+def model_family(name: str) -> str | None:
+    """``"whisper"`` or ``"ctc"``: the family of a registered model, or of a local checkpoint
+    directory by its ``config.json``'s ``model_type``; None when neither tells (an unknown
+    name, a directory without a readable config, an unsupported model type). Loads nothing.
+    """
+    spec = MODEL_REGISTRY.get(name)
+    if spec is not None:
+        return spec.family
+    config = Path(name).expanduser() / "config.json"
+    try:
+        model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if model_type == "whisper":
+        return "whisper"
+    from mpqbench.workloads.models.ctc import SUPPORTED_MODEL_TYPES
+
+    return "ctc" if model_type in SUPPORTED_MODEL_TYPES else None
+
+
 def _resolve(target: str):
     module_name, func_name = target.split(":")
     return getattr(importlib.import_module(module_name), func_name)
 
 
-__all__ = ["MODEL_REGISTRY", "ModelSpec", "available_models", "load_model"]
+__all__ = ["MODEL_REGISTRY", "ModelSpec", "available_models", "load_model", "model_family"]
