@@ -9,10 +9,15 @@ stream cut at a page boundary, opens and decodes the part that is there. Those c
 detected here (the WAV data chunk size against the file length; the last Ogg page must be
 complete and carry the end-of-stream flag) so a truncated file is refused instead of
 silently scoring a partial clip.
+
+Each file is read once into memory, checked and decoded from those bytes; successful decodes
+are kept in a content-addressed cache (:mod:`mpqbench.workloads.data.clip_cache`), so a clip
+read again by a later cell of the same process is not decoded again.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 from pathlib import Path
@@ -20,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import soxr
+
+from mpqbench.workloads.data.clip_cache import CLIP_CACHE, capacity_bytes, clip_key
 
 #: The sample rate every model in mpqbench consumes.
 TARGET_SAMPLE_RATE = 16000
@@ -48,10 +55,25 @@ def read_audio(path: str | os.PathLike[str]) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"audio file not found: {path}")
-    if path.stat().st_size == 0:
+    data = path.read_bytes()
+    if not data:
         raise ValueError(f"audio file {path} is empty (0 bytes)")
+    capacity = capacity_bytes()
+    key = clip_key(data, path.suffix) if capacity else b""
+    if capacity:
+        cached = CLIP_CACHE.get(key)
+        if cached is not None:
+            return cached
+    clip = _decode(data, path)
+    if capacity:
+        CLIP_CACHE.put(key, clip, capacity)
+    return clip
+
+
+def _decode(raw: bytes, path: Path) -> np.ndarray:
+    """:func:`read_audio`'s decoding and checks of a file's bytes (``path`` names it)."""
     try:
-        handle = sf.SoundFile(path)
+        handle = sf.SoundFile(io.BytesIO(raw))
     except (sf.LibsndfileError, RuntimeError, OSError) as exc:
         raise ValueError(f"cannot open audio file {path}: {_libsndfile_reason(exc)}") from exc
     try:
@@ -67,9 +89,9 @@ def read_audio(path: str | os.PathLike[str]) -> np.ndarray:
         ) from exc
 
     if fmt == "WAV":
-        _check_wav_complete(path)
+        _check_wav_complete(raw, path)
     elif fmt == "OGG":
-        _check_ogg_complete(path)
+        _check_ogg_complete(raw, path)
     if data.shape[0] < declared:
         raise ValueError(
             f"audio file {path} is truncated: its header declares {declared} samples but only "
@@ -114,53 +136,48 @@ def _libsndfile_reason(exc: BaseException) -> str:
     return reason[:1].lower() + reason[1:] if reason else "unknown libsndfile error"
 
 
-def _check_wav_complete(path: Path) -> None:
+def _check_wav_complete(raw: bytes, path: Path) -> None:
     """Refuse a RIFF/WAVE file whose data chunk extends past the end of the file."""
-    size = path.stat().st_size
-    with open(path, "rb") as fh:
-        head = fh.read(12)
-        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-            return  # RF64, W64, ...: leave it to libsndfile
-        offset = 12
-        while offset + 8 <= size:
-            fh.seek(offset)
-            chunk_id, chunk_size = struct.unpack("<4sI", fh.read(8))
-            if chunk_id == b"data":
-                if chunk_size in _WAV_UNKNOWN_SIZES:
-                    return
-                available = size - offset - 8
-                if chunk_size > available:
-                    raise ValueError(
-                        f"audio file {path} is truncated: its WAV data chunk declares "
-                        f"{chunk_size} bytes but only {available} are present"
-                    )
+    size = len(raw)
+    head = raw[:12]
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return  # RF64, W64, ...: leave it to libsndfile
+    offset = 12
+    while offset + 8 <= size:
+        chunk_id, chunk_size = struct.unpack_from("<4sI", raw, offset)
+        if chunk_id == b"data":
+            if chunk_size in _WAV_UNKNOWN_SIZES:
                 return
-            offset += 8 + chunk_size + (chunk_size & 1)
+            available = size - offset - 8
+            if chunk_size > available:
+                raise ValueError(
+                    f"audio file {path} is truncated: its WAV data chunk declares "
+                    f"{chunk_size} bytes but only {available} are present"
+                )
+            return
+        offset += 8 + chunk_size + (chunk_size & 1)
     raise ValueError(f"audio file {path} is truncated: no complete WAV data chunk")
 
 
-def _check_ogg_complete(path: Path) -> None:
+def _check_ogg_complete(raw: bytes, path: Path) -> None:
     """Refuse an Ogg file whose pages run past its end or whose last page lacks end-of-stream.
 
-    Walks the page headers from the start (27-byte header + segment table + body), which
-    costs one small read per page.
+    Walks the page headers from the start (27-byte header + segment table + body).
     """
-    size = path.stat().st_size
+    size = len(raw)
     offset = 0
     header_type = 0
-    with open(path, "rb") as fh:
-        while offset < size:
-            fh.seek(offset)
-            header = fh.read(27)
-            if len(header) < 27 or header[:4] != b"OggS":
-                raise ValueError(
-                    f"audio file {path} is truncated or corrupt: no Ogg page at byte {offset}"
-                )
-            header_type = header[5]
-            table = fh.read(header[26])
-            if len(table) < header[26]:
-                raise ValueError(f"audio file {path} is truncated: its last Ogg page is cut short")
-            offset += 27 + len(table) + sum(table)
+    while offset < size:
+        header = raw[offset:offset + 27]
+        if len(header) < 27 or header[:4] != b"OggS":
+            raise ValueError(
+                f"audio file {path} is truncated or corrupt: no Ogg page at byte {offset}"
+            )
+        header_type = header[5]
+        table = raw[offset + 27:offset + 27 + header[26]]
+        if len(table) < header[26]:
+            raise ValueError(f"audio file {path} is truncated: its last Ogg page is cut short")
+        offset += 27 + len(table) + sum(table)
     if offset > size:
         raise ValueError(f"audio file {path} is truncated: its last Ogg page is cut short")
     if not header_type & 0x04:
