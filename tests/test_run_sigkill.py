@@ -61,6 +61,7 @@ data = "{data}"
 eval_splits = ["test-clean"]
 models = ["tiny-ctc", "tiny-whisper"]
 seeds = [0]
+whisper_window_s = 10
 max_new_tokens = 4
 eval_batch_size = 4
 
