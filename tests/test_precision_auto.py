@@ -14,6 +14,7 @@ import torch
 
 import mpqbench.precision as precision
 from mpqbench.bench.suite import load_suite
+from mpqbench.cli import main
 
 SUITE = """
 [suite]
@@ -170,3 +171,18 @@ def test_the_runner_keeps_the_two_resolutions_of_a_suite_apart(corpus, tmp_path,
                                          r"\"auto\" resolved to bf16.*--name auto-fp32"):
         runner.run_suite(fp32, results=tmp_path / "res", progress=False)
     runner.run_suite(fp32, results=tmp_path / "res", name="auto-fp32", progress=False)
+
+
+def test_a_dry_run_refuses_what_the_run_would_refuse(corpus, tmp_path, monkeypatch, capsys):
+    import mpqbench.cli.run_cmd as run_cmd
+
+    path = suite_file(tmp_path, corpus, "auto", "auto")
+    bf16 = load_suite(path, auto_precision="bf16")
+    folder = tmp_path / "res" / "auto" / "records"
+    folder.mkdir(parents=True)
+    (folder / f"{bf16.cells[0].key}.json").write_text("{}")
+    for resolved, code in (("bf16", 0), ("fp32", 2)):
+        monkeypatch.setattr(run_cmd, "resolve_precision", lambda p, d, r=resolved: r)
+        assert main(["run", str(path), "--dry-run", "--results", str(tmp_path / "res")]) == code
+        err = capsys.readouterr().err
+        assert ("--name auto-fp32" in err) is (code == 2)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from mpqbench.bench.frontier import max_frontier_cells
 from mpqbench.bench.runner import (
+    check_one_resolution,
     frontier_shard,
     parse_shard,
     record_path,
@@ -47,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     shard = parse_shard(args.shard)
     name = args.name or suite.name
     if args.dry_run:
+        check_one_resolution(suite, args.results / name)  # as the run itself would
         cells = suite.references() + shard_cells(suite, shard)
         print(f"suite {suite.name} ({suite.path}): {len(suite.cells)} cells, "
               f"shard {args.shard}: {len(cells)}"
