@@ -536,3 +536,48 @@ def test_setup_names_the_cpu_kernels_and_bf16_support_the_records_state(tmp_path
     text = _render(tmp_path / "new", [ref, cell])
     assert ("- CPU kernels and bf16 (from the records' environments): cpu AVX2, bf16 "
             "emulated; cpu AVX512, native bf16.") in text
+
+
+def test_plots_keep_their_axes_with_many_long_labels(tmp_path):
+    """26 systems with labels of up to 70 characters (as in results/ablation): the legends
+    and tick labels must not squeeze the axes to nothing (matplotlib then warns that
+    constrained layout collapsed them, and the panel is a sliver)."""
+    import itertools
+    import warnings
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    ref = make_reference(splits=["dev"])  # one panel, as in the ablation
+    labels = [f"one_stage+{k:02d}" + "+switch" * (k % 10) for k in range(26)]
+    assert max(map(len, labels)) > 70
+    records = [ref] + [
+        make_cell(ref, method="one_stage", label=label, target_bits=4, avg_bits=4,
+                  cr=6.0 + k / 100, allocation=mixed(2, 8, 4),
+                  stages=[("supernet", "qat", 20), ("pass2", "qat", 5)])
+        for k, label in enumerate(labels)
+    ]
+    write_records(tmp_path / "many" / "records", records)
+    widths, heights, overlaps = [], [], []
+    real_savefig = Figure.savefig
+
+    def savefig(fig, *args, **kwargs):
+        real_savefig(fig, *args, **kwargs)
+        axes = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+        widths.append(min(ax.get_position().width * fig.get_figwidth() for ax in axes))
+        heights.append(min(ax.get_position().height * fig.get_figheight() for ax in axes))
+        renderer = FigureCanvasAgg(fig).get_renderer()
+        for ax in axes:  # upright tick labels side by side must not run into each other
+            ticks = [t for t in ax.get_xticklabels() if t.get_text()]
+            boxes = [t.get_window_extent(renderer) for t in ticks if not t.get_rotation()]
+            overlaps.extend((fig.get_suptitle(), a.x1, b.x0)
+                            for a, b in itertools.pairwise(boxes) if a.x1 > b.x0)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a collapsed constrained layout warns
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(Figure, "savefig", savefig)
+            assert main(["report", "many", "--results", str(tmp_path)]) == 0
+    assert len(widths) == 3 and min(widths) > 2.0, widths  # inches of every plot's axes
+    assert min(heights) > 2.0, heights
+    assert not overlaps

@@ -33,6 +33,7 @@ __all__ = [
     "COLOURS",
     "MIXED_EXCLUDED",
     "frontier_crs",
+    "legend_inches",
     "method_order",
     "plot_bit_allocation",
     "plot_compression_time",
@@ -70,6 +71,44 @@ def save_figure(fig: Figure, path: Path) -> Path:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=_DPI, bbox_inches="tight")
     return path
+
+
+def legend_inches(labels: Sequence[str], fontsize: float, title: str = "") -> tuple[float, float]:
+    """Generous estimate of a legend's (width, height) in inches: the longest line of its
+    entries and title, and all their lines, at ``fontsize`` points plus the marker column.
+
+    Report figures size themselves from it, so that a legend outside the axes never leaves
+    the axes too little room (many systems with long labels collapsed them to zero width).
+    """
+    lines = [line for text in (*labels, title) if text for line in text.split("\n")]
+    if not lines:
+        return 0.0, 0.0
+    char = 0.62 * fontsize / 72  # a proportional font's mean advance, generously
+    width = 0.75 + char * max(len(line) for line in lines)
+    height = 0.35 + 1.45 * fontsize / 72 * len(lines)
+    return width, height
+
+
+#: Angle of category tick labels too long for their slot.
+_SLANT_DEGREES = 55
+
+
+def _slanted_inches(labels: Sequence[str], slot_inches: float, fontsize: float) -> float:
+    """0 when every tick label fits its slot; else the height its slanted labels need."""
+    longest = max((len(line) for text in labels for line in text.split("\n")), default=0)
+    width = longest * 0.62 * fontsize / 72
+    if width <= 0.95 * slot_inches:
+        return 0.0
+    return width * math.sin(math.radians(_SLANT_DEGREES))
+
+
+def _tick_labels(ax: Any, labels: Sequence[str], slot_inches: float, fontsize: float) -> None:
+    """Category tick labels, slanted when their longest line does not fit its slot."""
+    if not _slanted_inches(labels, slot_inches, fontsize):
+        ax.set_xticks(range(len(labels)), labels, fontsize=fontsize)
+        return
+    ax.set_xticks(range(len(labels)), labels, fontsize=fontsize, rotation=_SLANT_DEGREES,
+                  ha="right", rotation_mode="anchor")
 
 
 def _style(labels: Sequence[tuple[str, str]]) -> dict[str, tuple[str, str]]:
@@ -123,6 +162,13 @@ def frontier_crs(rows: pd.DataFrame) -> list[float]:
     return sorted(float(g.cr.max()) for _, g in mine.groupby("frontier"))
 
 
+_WER_VS_CR_NOTES = (
+    "filled: not significantly worse\nthan 32-bit on this split",
+    "hollow: significantly worse on\nthis split (MAPSSWE)",
+    "dashed: the frontier a search\nchose on dev (its CR)",
+)
+
+
 def plot_wer_vs_cr(table: pd.DataFrame, model: str, path: Path) -> Path:
     """WER (%) against compression ratio for every system of ``model``, a panel per split.
 
@@ -137,7 +183,9 @@ def plot_wer_vs_cr(table: pd.DataFrame, model: str, path: Path) -> Path:
     rows = table[table.model == model]
     splits = list(dict.fromkeys(rows.split))
     styles = _style(list(zip(rows.method, rows.label, strict=True)))
-    fig = Figure(figsize=(6.0 * len(splits) + 0.5, 5.0), layout="constrained")
+    legend_w, legend_h = legend_inches([*styles, "32-bit", *_WER_VS_CR_NOTES], 9, "system")
+    fig = Figure(figsize=(6.0 * len(splits) + 0.5 + legend_w, max(5.0, legend_h + 0.8)),
+                 layout="constrained")
     axes = fig.subplots(1, len(splits), squeeze=False)[0]
     for ax, split in zip(axes, splits, strict=True):
         part = rows[rows.split == split]
@@ -166,17 +214,16 @@ def plot_wer_vs_cr(table: pd.DataFrame, model: str, path: Path) -> Path:
     handles = [Line2D([], [], color="black", marker="*", ls=":", ms=12, label="32-bit")]
     handles += [Line2D([], [], color=c, marker=m, ms=8, label=lab)
                 for lab, (c, m) in styles.items() if lab != "fp32"]
+    filled, hollow, dashed = _WER_VS_CR_NOTES
     handles += [
-        Line2D([], [], color="gray", marker="o", ls="", ms=8,
-               label="filled: not significantly worse\nthan 32-bit on this split"),
+        Line2D([], [], color="gray", marker="o", ls="", ms=8, label=filled),
         Line2D([], [], color="gray", marker="o", ls="", ms=8, markerfacecolor="white",
-               label="hollow: significantly worse on\nthis split (MAPSSWE)"),
+               label=hollow),
     ]
     if "frontier" in rows and rows.frontier.notna().any():
-        handles.append(Line2D([], [], color="gray", ls="--",
-                              label="dashed: the frontier a search\nchose on dev (its CR)"))
+        handles.append(Line2D([], [], color="gray", ls="--", label=dashed))
     fig.legend(handles=handles, loc="outside right upper", fontsize=9, title="system")
-    fig.suptitle(f"{model}: WER vs compression ratio")
+    fig.suptitle(f"{model}: WER vs compression ratio", x=0.02, ha="left")
     return save_figure(fig, path)
 
 
@@ -215,13 +262,14 @@ def plot_bit_allocation(
     index = np.vectorize(levels.index)(grid.astype(int))
     norm = BoundaryNorm(np.arange(len(levels) + 1) - 0.5, len(levels))
     n_layers, n_sys = grid.shape
-    fig = Figure(figsize=(max(5.5, 1.2 * n_sys + 3.0), max(3.5, 0.22 * n_layers + 1.8)),
+    seeds = cells.seed.nunique()
+    tick_labels = [_system_name(r, seeds) for r in cells.itertuples()]
+    fig = Figure(figsize=(max(5.5, 1.2 * n_sys + 3.0),
+                          max(3.5, 0.22 * n_layers + 1.8) + _slanted_inches(tick_labels, 1.2, 8)),
                  layout="constrained")
     ax = fig.subplots()
     image = ax.imshow(index, cmap=cmap, norm=norm, aspect="auto", interpolation="nearest")
-    seeds = cells.seed.nunique()
-    ax.set_xticks(range(n_sys), [_system_name(r, seeds) for r in cells.itertuples()],
-                  fontsize=8)
+    _tick_labels(ax, tick_labels, slot_inches=1.2, fontsize=8)
     ax.set_yticks(range(n_layers), [names[layer] for layer in layers],
                   fontsize=8 if n_layers <= 80 else 6)
     ax.set_xlabel("system (method, target)")
@@ -273,7 +321,15 @@ def plot_compression_time(stages: pd.DataFrame, model: str, path: Path) -> Path 
     stage_names = sorted(first, key=lambda s: ((rows[rows.stage == s].kind != "search").all(),
                                                  first.index(s)))
     colours = {s: COLOURS[k % len(COLOURS)] for k, s in enumerate(stage_names)}
-    fig = Figure(figsize=(max(6.0, 0.9 * len(keys) + 3.0), 5.0), layout="constrained")
+    stage_labels = [f"{stage} ({rows[rows.stage == stage].kind.iloc[0]})"
+                    for stage in stage_names]
+    legend_title = "stage (kind;\nhatched = search)"
+    legend_w, _ = legend_inches(stage_labels, 8, legend_title)
+    seeds = rows.seed.nunique()
+    tick_labels = [f"{lab}\n{t}" + (f" s{s}" if seeds > 1 else "") for lab, t, s in keys]
+    fig = Figure(figsize=(max(6.0, 0.9 * len(keys) + 3.0) + legend_w,
+                          5.0 + _slanted_inches(tick_labels, 0.9, 8)),
+                 layout="constrained")
     ax = fig.subplots()
     bottoms = np.zeros(len(keys))
     for stage in stage_names:
@@ -288,15 +344,12 @@ def plot_compression_time(stages: pd.DataFrame, model: str, path: Path) -> Path 
     for x, total in enumerate(bottoms):
         ax.text(x, total, f"{total:.0f} s" if total >= 10 else f"{total:.1f} s",
                 ha="center", va="bottom", fontsize=8)
-    seeds = rows.seed.nunique()
-    ax.set_xticks(range(len(keys)),
-                  [f"{lab}\n{t}" + (f" s{s}" if seeds > 1 else "") for lab, t, s in keys],
-                  fontsize=8)
+    _tick_labels(ax, tick_labels, slot_inches=0.9, fontsize=8)
     ax.set_ylabel("compression wall clock (s)")
     ax.set_xlabel("system (method, target)")
     ax.set_ylim(0, max(1.0, float(bottoms.max())) * 1.12)
     ax.grid(True, axis="y", alpha=0.3)
-    fig.legend(title="stage (kind;\nhatched = search)", fontsize=8, loc="outside right upper")
+    fig.legend(title=legend_title, fontsize=8, loc="outside right upper")
     devices = sorted(set(rows.device))
     fig.suptitle(f"{model}: compression time by stage (shared 32-bit teacher cache not "
                  f"included)\non {'; '.join(devices)}", fontsize=11)

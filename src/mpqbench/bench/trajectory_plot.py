@@ -18,7 +18,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from mpqbench.bench.headline import cells_of
-from mpqbench.bench.plots import COLOURS, save_figure, sort_cells
+from mpqbench.bench.plots import COLOURS, legend_inches, save_figure, sort_cells
 
 __all__ = ["plot_search_trajectory", "trajectories"]
 
@@ -61,7 +61,9 @@ def plot_search_trajectory(
     systems = trajectories(records, table, model)
     if not systems:
         return None
-    fig = Figure(figsize=(12.0, 4.8), layout="constrained")
+    legend_title = "system (label, target)"
+    legend_w, legend_h = legend_inches([name for name, _, _ in systems], 8, legend_title)
+    fig = Figure(figsize=(9.0 + legend_w, max(4.8, legend_h + 0.8)), layout="constrained")
     ax_bits, ax_spread = fig.subplots(1, 2)
     for k, (name, target, traj) in enumerate(systems):
         colour = COLOURS[k % len(COLOURS)]
@@ -87,6 +89,6 @@ def plot_search_trajectory(
                         "v: hard mixing from this step)", fontsize=10)
     for ax in (ax_bits, ax_spread):
         ax.grid(True, alpha=0.3)
-    fig.legend(fontsize=8, loc="outside right upper", title="system (label, target)")
+    fig.legend(fontsize=8, loc="outside right upper", title=legend_title)
     fig.suptitle(f"{model}: the supernet search over its steps")
     return save_figure(fig, path)
