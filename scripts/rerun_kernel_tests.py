@@ -16,7 +16,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
+
+from mpqbench.precision import cpu_flags
 
 #: Environment that caps every CPU kernel library torch uses at AVX2.
 AVX2_ENV = {
@@ -26,19 +27,6 @@ AVX2_ENV = {
 }
 #: /proc/cpuinfo flags of instruction sets above AVX2 that torch's CPU kernels can use.
 ABOVE_AVX2 = ("avx512f", "avx_vnni", "amx_tile")
-
-
-def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str] | None:
-    """The CPU's feature flags (the first ``flags`` line), or None where they are unknown."""
-    try:
-        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return None
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "flags":
-            return set(value.split())
-    return None
 
 
 def rerun_differs(flags: set[str] | None) -> bool:

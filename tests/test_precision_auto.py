@@ -69,9 +69,9 @@ def test_native_bf16_reads_torchs_cpu_probes_or_cpuinfo(monkeypatch):
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
     assert precision.native_bf16("cpu") is False
     monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")  # an older torch: cpuinfo
-    monkeypatch.setattr(precision, "_cpu_flags", lambda: {"avx2", "avx512_bf16"})
+    monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx2", "avx512_bf16"})
     assert precision.native_bf16("cpu") is True
-    monkeypatch.setattr(precision, "_cpu_flags", lambda: {"avx2"})
+    monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx2"})
     assert precision.native_bf16("cpu") is False
 
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from mpqbench.precision import cpu_flags
+
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "rerun_kernel_tests.py"
 
 
@@ -33,14 +35,14 @@ def _cpuinfo(tmp_path: Path, flags: str) -> Path:
     ("fpu sse2", False),                                                # below AVX2
 ])
 def test_rerun_only_where_a_cap_changes_a_kernel(rerun, tmp_path, flags, differs):
-    parsed = rerun.cpu_flags(_cpuinfo(tmp_path, flags))
+    parsed = cpu_flags(_cpuinfo(tmp_path, flags))
     assert parsed == set(flags.split())
     assert rerun.rerun_differs(parsed) is differs
 
 
 def test_unknown_flags_always_rerun(rerun, tmp_path):
-    assert rerun.cpu_flags(tmp_path / "missing") is None
+    assert cpu_flags(tmp_path / "missing") is None
     empty = tmp_path / "empty"
     empty.write_text("processor\t: 0\n")
-    assert rerun.cpu_flags(empty) is None
+    assert cpu_flags(empty) is None
     assert rerun.rerun_differs(None) is True

@@ -39,13 +39,17 @@ _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 _BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
-def _cpu_flags() -> set[str]:
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str] | None:
+    """The CPU's feature flags from ``cpuinfo``'s ``flags`` lines, or None where they are
+    unknown (no such file, or no flags line in it)."""
     try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
     except OSError:
-        return set()
-    return {flag for line in text.splitlines() if line.startswith("flags")
-            for flag in line.split(":", 1)[-1].split()}
+        return None
+    lines = [line for line in text.splitlines() if line.split(":", 1)[0].strip() == "flags"]
+    if not lines:
+        return None
+    return {flag for line in lines for flag in line.split(":", 1)[-1].split()}
 
 
 def native_bf16(device: str | torch.device) -> bool:
@@ -61,7 +65,7 @@ def native_bf16(device: str | torch.device) -> bool:
               for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
     if all(callable(probe) for probe in probes):
         return any(bool(probe()) for probe in probes)  # type: ignore[misc]
-    return any(flag in _cpu_flags() for flag in _BF16_CPU_FLAGS)
+    return any(flag in (cpu_flags() or ()) for flag in _BF16_CPU_FLAGS)
 
 
 def resolve_precision(precision: object, device: str | torch.device) -> str:
@@ -132,5 +136,5 @@ def autocast(precision: str, device: str | torch.device) -> Iterator[None]:
         yield
 
 
-__all__ = ["AUTO", "PRECISIONS", "autocast", "check_precision", "compute_dtype", "emulated_bf16",
-           "emulated_bf16_warning", "native_bf16", "resolve_precision"]
+__all__ = ["AUTO", "PRECISIONS", "autocast", "check_precision", "compute_dtype", "cpu_flags",
+           "emulated_bf16", "emulated_bf16_warning", "native_bf16", "resolve_precision"]

@@ -321,10 +321,10 @@ def plot_compression_time(stages: pd.DataFrame, model: str, path: Path) -> Path 
     stage_names = sorted(first, key=lambda s: ((rows[rows.stage == s].kind != "search").all(),
                                                  first.index(s)))
     colours = {s: COLOURS[k % len(COLOURS)] for k, s in enumerate(stage_names)}
-    stage_labels = [f"{stage} ({rows[rows.stage == stage].kind.iloc[0]})"
-                    for stage in stage_names]
+    kinds = {stage: rows[rows.stage == stage].kind.iloc[0] for stage in stage_names}
     legend_title = "stage (kind;\nhatched = search)"
-    legend_w, _ = legend_inches(stage_labels, 8, legend_title)
+    legend_w, _ = legend_inches([f"{stage} ({kind})" for stage, kind in kinds.items()], 8,
+                                legend_title)
     seeds = rows.seed.nunique()
     tick_labels = [f"{lab}\n{t}" + (f" s{s}" if seeds > 1 else "") for lab, t, s in keys]
     fig = Figure(figsize=(max(6.0, 0.9 * len(keys) + 3.0) + legend_w,
@@ -336,10 +336,10 @@ def plot_compression_time(stages: pd.DataFrame, model: str, path: Path) -> Path 
         heights = np.array([
             rows[(rows.label == lab) & (rows.target == t) & (rows.seed == s)
                  & (rows.stage == stage)].seconds.sum() for lab, t, s in keys])
-        kind = rows[rows.stage == stage].kind.iloc[0]
         ax.bar(range(len(keys)), heights, bottom=bottoms, color=colours[stage],
-               edgecolor="black", linewidth=0.5, hatch="//" if kind == "search" else None,
-               label=f"{stage} ({kind})")
+               edgecolor="black", linewidth=0.5,
+               hatch="//" if kinds[stage] == "search" else None,
+               label=f"{stage} ({kinds[stage]})")
         bottoms += heights
     for x, total in enumerate(bottoms):
         ax.text(x, total, f"{total:.0f} s" if total >= 10 else f"{total:.1f} s",

@@ -331,9 +331,9 @@ def load_suite(name_or_path: str, *, auto_precision: str | None = None) -> Suite
     }
     if common["eval_precision"] == AUTO:
         common["eval_precision"] = auto_precision
-    whisper_only = _whisper_only(models, where)
+    families = {m: model_family(m) for m in models}
     if common["whisper_window_s"] is not None:
-        whisper_only("suite.whisper_window_s")
+        _check_whisper_setting(families, where, "suite.whisper_window_s")
     cells: list[Cell] = []
     frontiers: list[FrontierSearch] = []
     seen: set[str] = set()
@@ -341,7 +341,7 @@ def load_suite(name_or_path: str, *, auto_precision: str | None = None) -> Suite
         for seed in seeds:
             try:
                 ref = CellSpec(model=model, method=FP32, budget=dataclasses.replace(
-                    budget, seed=seed), **_for_model(common, model)).reference()
+                    budget, seed=seed), **_for_model(common, families[model])).reference()
             except ValueError as exc:
                 raise ValueError(f"{where}: [suite]: {exc}") from exc
             if ref.config_hash() not in seen:
@@ -377,7 +377,7 @@ def load_suite(name_or_path: str, *, auto_precision: str | None = None) -> Suite
                     what=f"{field}.embedding_row_groups")
             except ValueError as exc:
                 raise ValueError(f"{where}: {exc}") from None
-            whisper_only(f"{field}.embedding_row_groups")
+            _check_whisper_setting(families, where, f"{field}.embedding_row_groups")
         if "frontier" in system:
             spec = _frontier(system, where, field, config)
             for model in models:
@@ -386,7 +386,7 @@ def load_suite(name_or_path: str, *, auto_precision: str | None = None) -> Suite
                         model=model, method=method, params=params,
                         target=Target(avg_bits=spec.high),
                         budget=dataclasses.replace(budget, seed=seed),
-                        **_for_model(system_common, model),
+                        **_for_model(system_common, families[model]),
                     )
                     frontiers.append(FrontierSearch(label, spec, template))
             continue
@@ -397,7 +397,7 @@ def load_suite(name_or_path: str, *, auto_precision: str | None = None) -> Suite
                     spec = CellSpec(
                         model=model, method=method, params=params, target=target,
                         budget=dataclasses.replace(budget, seed=seed),
-                        **_for_model(system_common, model),
+                        **_for_model(system_common, families[model]),
                     )
                     cells.append(Cell(label, spec))
     return Suite(name=name, description=description, path=path,
@@ -409,31 +409,24 @@ def load_suite(name_or_path: str, *, auto_precision: str | None = None) -> Suite
 _WHISPER_SETTINGS = ("whisper_window_s", "embedding_row_groups")
 
 
-def _for_model(common: Mapping[str, Any], model: str) -> dict[str, Any]:
-    """``common`` for one of the suite's models: the Whisper-only settings are dropped
-    (left at their defaults, so they do not enter the cell hash) for a model known not to be
-    Whisper, so a suite of both families can set them for its Whisper models."""
-    settings = dict(common)
-    family = model_family(model)
-    if family is not None and family != "whisper":
-        for name in _WHISPER_SETTINGS:
-            settings.pop(name, None)
-    return settings
+def _for_model(common: Mapping[str, Any], family: str | None) -> dict[str, Any]:
+    """``common`` for a model of ``family`` (:func:`model_family`): the Whisper-only settings
+    are dropped (left at their defaults, so they do not enter the cell hash) for a model
+    known not to be Whisper, so a suite of both families can set them for its Whisper
+    models."""
+    if family is None or family == "whisper":
+        return dict(common)
+    return {k: v for k, v in common.items() if k not in _WHISPER_SETTINGS}
 
 
-def _whisper_only(models: list[str], where: str):
-    """A check that a Whisper-only setting has a Whisper model to apply to."""
-    families = [model_family(m) for m in models]
-    has_whisper = any(f in ("whisper", None) for f in families)
-
-    def check(field: str) -> None:
-        if not has_whisper:
-            raise ValueError(
-                f"{where}: {field} applies to Whisper models, and suite.models "
-                f"{models} has none"
-            )
-
-    return check
+def _check_whisper_setting(families: Mapping[str, str | None], where: str, field: str) -> None:
+    """Refuse a Whisper-only setting in a suite whose models are all known not to be
+    Whisper."""
+    if all(f is not None and f != "whisper" for f in families.values()):
+        raise ValueError(
+            f"{where}: {field} applies to Whisper models, and suite.models "
+            f"{list(families)} has none"
+        )
 
 
 def _frontier(system: Mapping[str, Any], where: str, field: str, config: Any) -> FrontierSpec:

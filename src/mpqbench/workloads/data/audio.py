@@ -59,13 +59,12 @@ def read_audio(path: str | os.PathLike[str]) -> np.ndarray:
     if not data:
         raise ValueError(f"audio file {path} is empty (0 bytes)")
     capacity = capacity_bytes()
-    key = clip_key(data, path.suffix) if capacity else b""
-    if capacity:
-        cached = CLIP_CACHE.get(key)
-        if cached is not None:
-            return cached
-    clip = _decode(data, path)
-    if capacity:
+    if not capacity:
+        return _decode(data, path)
+    key = clip_key(data, path.suffix)
+    clip = CLIP_CACHE.get(key)
+    if clip is None:
+        clip = _decode(data, path)
         CLIP_CACHE.put(key, clip, capacity)
     return clip
 
