@@ -13,13 +13,12 @@ rounds so that load drift on a shared machine hits both alike:
 - ``eval``: :func:`mpqbench.workloads.evaluate.evaluate` of the 32-bit model over the first
   ``--eval-utts`` utterances of ``dev`` in fp32 or bf16: utterances per second.
 
-Each child sets the C heap as the command line does (``MPQBENCH_HOST_HEAP``, default keep:
-:mod:`mpqbench.host_heap`). The issue-13 target: bf16 / fp32 step time <= 0.5 with peak
-memory not higher. bf16 is fast only where the CPU has bf16 instructions (``avx512_bf16``
-/ AMX); elsewhere it can be slower than fp32. The default window is the default suite's
-20 s. ``--device cuda`` runs both on the GPU (CUDA autocast; peak memory is then
-``torch.cuda.max_memory_allocated``, and fp32 matmuls use TF32 only if ``--tf32`` is given:
-it is off by default, as in the suites).
+The issue-13 target: bf16 / fp32 step time <= 0.5 with peak memory not higher. bf16 is fast
+only where the CPU has bf16 instructions (``avx512_bf16`` / AMX); elsewhere it can be
+slower than fp32. The default window is the default suite's 20 s. ``--device cuda`` runs
+both on the GPU (CUDA autocast; peak memory is then ``torch.cuda.max_memory_allocated``,
+and fp32 matmuls use TF32 only if ``--tf32`` is given: it is off by default, as in the
+suites).
 
     python benchmarks/bench_precision_step.py [--rounds 2] [--steps 3] [--window 20]
         [--groups blocks,embeddings] [--device cpu|cuda] [--tf32]
@@ -39,7 +38,6 @@ import torch
 from loop_timing import median_step_seconds, rss_mib
 
 from mpqbench.bench.cell import CellSpec
-from mpqbench.host_heap import configure_host_heap, mode_from_env
 from mpqbench.quant.allocation import allocation_for
 from mpqbench.quant.layers import prepare_
 from mpqbench.quant.teacher import build_teacher_cache
@@ -112,7 +110,6 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.child:
         kind, precision = args.child
-        configure_host_heap(mode_from_env())  # as the command line does
         groups = tuple(g for g in args.groups.split(",") if g)
         torch.backends.cuda.matmul.allow_tf32 = args.tf32
         out = (step_cost(precision, args.steps, args.window, args.threads, args.trim, groups,

@@ -4,10 +4,6 @@ Tests use tiny models whose ops are far too small for intra-op threading: with t
 threads on a shared 2-core machine each tiny forward costs ~100x more in thread
 hand-offs than it does on one. One thread keeps the suite fast and timings stable; the
 few tests on the real 37.8M-parameter model raise it locally where they need to.
-
-The C heap is set the way the command line sets it (``mpqbench.host_heap``, mode keep) for
-the whole session, so records and device labels do not depend on whether a test that calls
-the command line in-process ran earlier.
 """
 
 from __future__ import annotations
@@ -16,10 +12,8 @@ import pytest
 import torch
 
 from librispeech_tree import make_chapter
-from mpqbench.host_heap import configure_host_heap
 
 torch.set_num_threads(1)
-configure_host_heap("keep")
 
 #: Transcripts of the small synthetic corpus of the ``corpus`` fixture.
 TEXTS = ["THE CAT SAT", "A DOG RAN HOME", "BIRDS SING IN TREES", "WE WALK TO TOWN"]

@@ -10,21 +10,16 @@ from dataclasses import dataclass
 
 import torch
 
-from mpqbench.host_heap import host_heap_setting
-
 
 def device_label(device: str | torch.device) -> str:
     """A human-readable name of the device that ran the work.
 
-    ``"cpu: <processor model> (<n> threads)"`` or ``"cuda: <GPU name>"``; a CPU label adds
-    ``", host heap keep"`` inside the parentheses when this process keeps freed large blocks
-    (:mod:`mpqbench.host_heap`), since CPU timings of the two heap modes are not comparable.
+    ``"cpu: <processor model> (<n> threads)"`` or ``"cuda: <GPU name>"``.
     """
     device = torch.device(device)
     if device.type == "cuda":
         return f"cuda: {torch.cuda.get_device_name(device)}"
-    heap = ", host heap keep" if host_heap_setting()["mode"] == "keep" else ""
-    return f"cpu: {cpu_model()} ({torch.get_num_threads()} threads{heap})"
+    return f"cpu: {cpu_model()} ({torch.get_num_threads()} threads)"
 
 
 def cpu_model() -> str:

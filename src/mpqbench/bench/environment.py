@@ -10,7 +10,6 @@ from typing import Any
 
 import torch
 
-from mpqbench.host_heap import host_heap_setting
 from mpqbench.precision import native_bf16
 from mpqbench.timing import cpu_model
 
@@ -35,8 +34,7 @@ def device_info(device: str | torch.device) -> dict[str, Any]:
     """The device that ran the work: type, name (CPU model or GPU name), torch threads, and
     whether it multiplies bf16 natively; on a CPU also the kernel set torch dispatches to
     (``cpu_capability``: AVX2, AVX512, ...), since two CPUs of one model name can differ in
-    it and bf16 timings differ many times over between them, and how the process's C heap
-    returns large blocks (``host_heap``, :mod:`mpqbench.host_heap`: it moves CPU timings)."""
+    it and bf16 timings differ many times over between them."""
     device = torch.device(device)
     info: dict[str, Any] = {"type": device.type, "torch_threads": torch.get_num_threads(),
                             "bf16_native": native_bf16(device)}
@@ -46,7 +44,6 @@ def device_info(device: str | torch.device) -> dict[str, Any]:
     else:
         info["name"] = cpu_model()
         info["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
-        info["host_heap"] = host_heap_setting()
     return info
 
 

@@ -10,7 +10,6 @@ from collections.abc import Sequence
 
 from mpqbench import __version__
 from mpqbench.errors import MpqbenchError
-from mpqbench.host_heap import configure_host_heap, mode_from_env
 
 #: Subcommand modules; each defines ``register(subparsers)`` which adds its parser and sets
 #: ``func`` (called with the parsed namespace, returns an exit code).
@@ -47,9 +46,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
-        # Large tensors reuse freed heap pages instead of faulting in fresh ones
-        # (mpqbench.host_heap; MPQBENCH_HOST_HEAP=system keeps glibc's defaults).
-        configure_host_heap(mode_from_env())
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError, MpqbenchError) as exc:
         # User-facing errors: one clear line, no traceback.
