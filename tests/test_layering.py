@@ -14,7 +14,7 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "mpqbench"
 #: Floor of each top-level part of the package, bottom (0) to top.
 FLOORS = {
     "__init__": 0, "_atomic": 0, "_names": 0, "errors": 0, "timing": 0, "distributed": 0,
-    "precision": 0,
+    "precision": 0, "determinism": 0,
     "workloads": 1,
     "quant": 2,
     "method": 3,

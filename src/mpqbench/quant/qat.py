@@ -43,6 +43,7 @@ import torch
 from tqdm.auto import tqdm
 
 from mpqbench import distributed as ddp
+from mpqbench.determinism import deterministic_kernels
 from mpqbench.errors import TrainingDiverged
 from mpqbench.precision import autocast, check_precision
 from mpqbench.quant.checkpoint import load_latest_checkpoint, save_checkpoint
@@ -280,7 +281,8 @@ def train(
     module.train()
     last_save = time.perf_counter()
     saving = 0.0  # seconds spent writing checkpoints, left out of the stage's time
-    with stage_timer(model.device) as watch:
+    # deterministic_kernels: on a CPU, two runs of a cell train to the same bits
+    with stage_timer(model.device) as watch, deterministic_kernels(model.device):
         bar = tqdm(total=steps, initial=start, desc=desc, unit="step",
                    disable=not (progress and ddp.is_rank0()))
         for step in range(start, steps):
