@@ -75,7 +75,7 @@ def _model():
     return model
 
 
-def step_seconds(system: str, steps: int, precision: str, train_utts: int = 2 * BATCH,
+def step_seconds(system: str, steps: int, precision: str, train_utts: int = 96,
                  row_groups: bool = True) -> dict[str, float]:
     """Median step time of ``system``'s QAT loop, in this process, on seeded batches of the
     first ``train_utts`` train utterances (the teacher cached on them)."""
