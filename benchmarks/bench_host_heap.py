@@ -86,7 +86,7 @@ def step_seconds(system: str, steps: int, precision: str, train_utts: int = 96,
     teacher = build_teacher_cache(model, data, batch_size=BATCH, progress=False,
                                   precision=precision)
     module = model.model
-    allocation = allocation_for(model, 4)
+    allocation = allocation_for(model, 4, groups=("blocks", "embeddings"))
     groups, extra = [], None
     if system == "uniform":
         prepare_(module, allocation)

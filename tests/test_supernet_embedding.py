@@ -27,6 +27,7 @@ from mpqbench.quant.supernet import (
     architecture_parameters,
     extract_,
     gumbel_softmax_weights,
+    mix_candidates,
     mixed_fake_quantize,
     prepare_supernet_,
     sample_mixing_,
@@ -148,8 +149,8 @@ def test_lookup_equals_gathering_from_the_mixed_table(spec, candidates, keep):
     sample_mixing_([embed])
     y = embed.draw_mixing()
     got = embed(ids)
-    table = mixed_fake_quantize(embed.weight.detach(), y, candidates, spec.granularity,
-                                spec.scale_method)
+    table = mix_candidates(embed.weight.detach(), y, candidates, spec.granularity,
+                           spec.scale_method)
     if spec.granularity == "per_tensor":
         # the lookup gathers from this very computation: exact
         assert torch.equal(got, table[ids])
@@ -259,13 +260,16 @@ def test_keep_candidates_false_gives_the_same_values_and_gradients():
 @pytest.mark.parametrize("granularity", ["per_channel", "per_tensor"])
 def test_the_full_table_is_mixed_once_per_draw(monkeypatch, granularity):
     calls = []
-    real = supernet.mixed_fake_quantize
 
-    def counting(w, *args, **kwargs):
-        calls.append(tuple(w.shape))
-        return real(w, *args, **kwargs)
+    def counting(real):
+        def count(w, *args, **kwargs):
+            calls.append(tuple(w.shape))
+            return real(w, *args, **kwargs)
+        return count
 
-    monkeypatch.setattr(supernet, "mixed_fake_quantize", counting)
+    # the block path (max scales) and the vectorised one, whichever the layer takes
+    for name in ("block_mix", "mixed_fake_quantize"):
+        monkeypatch.setattr(supernet, name, counting(getattr(supernet, name)))
     model = searched_lm(Quantizer(granularity=granularity), names=("embed",))
     model.train()
     ids = token_ids()
@@ -292,7 +296,7 @@ def test_a_kept_table_never_outlives_its_backward_or_an_update():
         table = model.head.table()
         w = model.embed.weight
         y = model.embed.draw_mixing()
-        assert torch.equal(table, mixed_fake_quantize(w, y, CANDIDATES, "per_tensor"))
+        assert torch.equal(table, mix_candidates(w, y, CANDIDATES, "per_tensor"))
         assert not torch.equal(rows, table[ids])
 
 

@@ -22,7 +22,8 @@ Public API (implementation modules: ``formats``, ``primitives``, ``packing``,
 - supernet (weight-sharing mixed-precision search layers): :class:`SupernetLinear`,
   :class:`SupernetConv1d`, :func:`prepare_supernet_`, :func:`extract_`,
   :func:`supernet_modules`, :func:`sample_mixing_`, :func:`set_tau_`, :func:`anneal_tau`,
-  :class:`ExpectedBits`, :func:`mixed_fake_quantize`
+  :class:`ExpectedBits`, :func:`mix_candidates` (the path the layers take: block-wise
+  for max scales, :mod:`~mpqbench.quant.supernet_mix`), :func:`mixed_fake_quantize`
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ from mpqbench.quant.supernet import (
     SupernetLinear,
     anneal_tau,
     extract_,
+    mix_candidates,
     mixed_fake_quantize,
     prepare_supernet_,
     sample_mixing_,
@@ -109,6 +111,7 @@ __all__ = [
     "layer_sizes",
     "load_packed",
     "lsq_grad_factor",
+    "mix_candidates",
     "mixed_fake_quantize",
     "pack",
     "packed_modules",

@@ -43,27 +43,32 @@ already read it draws anew; the full rule in :class:`SupernetEmbedding`).
 
 **Mixing weights, not outputs.** The candidates are mixed in weight space, so one matmul
 runs per layer whatever |B| is (FBNet-style output mixing would run |B|). The extra cost is
-elementwise work on the weights only, which is small next to the activation matmuls.
+elementwise work on the weights only.
 
-Cost of one training forward + backward per layer (N weights, K = |B| candidates), done by
-one custom autograd function vectorised across candidates:
+Cost of one training forward + backward per layer (N weights, K = |B| candidates):
 
 - scales: max|W| per channel is reduced *once* and divided by each candidate's
   qmax (``mse`` scales run the per-candidate search instead; b = 1 uses mean|W|);
-- forward: the K quantized weights as one ``(K, N)`` tensor (a handful of elementwise kernels
-  whatever K is), mixed by one matrix-vector product;
-- backward: dL/dy = Q (K, N) @ g (N) and the STE gradient dL/dW = g * sum_i y_i m_i, where
-  m_i is candidate i's STE mask. With ``max`` scales and no 1-bit candidate every m_i is all
-  ones (a max scale never clips), so the masks are skipped and dL/dW = g * sum_i y_i. By
-  default (``keep_candidates=True``) Q is kept from the forward, K weight-sized tensors per
-  layer until the backward (for whisper-tiny.en's 16.5M block weights and K = 3: 200 MB);
-  ``keep_candidates=False`` recomputes Q in the backward instead (one more quantization
-  pass, nothing of size K * N kept);
-- a tied embedding table: the projection mixes the full table once per draw (whisper-tiny.en's
-  51,864 x 384 with K = 3: a ``(3, 20M)`` tensor, 240 MB kept until the backward unless
-  ``keep_candidates=False``) and the lookup mixes only the rows it gathers; with
-  ``per_tensor`` scales the lookup needs the full table too, and the table the first use
-  mixes serves the second (one full-table mix per draw either way);
+- ``max`` scales and every candidate b >= 2 (the suites' setting):
+  :func:`~mpqbench.quant.supernet_mix.block_mix`, one autograd function that walks the
+  weight in cache-sized blocks of rows and quantizes and mixes every candidate there,
+  learnable-scale ones included, saving nothing candidate-sized (the backward recomputes
+  each block's candidates). A max scale never clips, so those candidates' STE masks are all
+  ones and dL/dW = g * sum_i y_i for them; dL/dy_i = <g, Q_i(W)>. On whisper-tiny.en's
+  blocks and tied embedding with candidates {2, 3, 4, 6, 8} (LSQ at <= 3 bits) it took 0.4 s
+  against 1.1 s for the vectorised path below on a 2-core AVX2 CPU (docs/FINDINGS.md);
+- otherwise (``mse`` scales, a 1-bit candidate) one custom autograd function vectorised
+  across candidates: forward, the K quantized weights as one ``(K, N)`` tensor mixed by one
+  matrix-vector product; backward, dL/dy = Q (K, N) @ g (N) and the STE gradient
+  dL/dW = g * sum_i y_i m_i, m_i candidate i's STE mask. By default
+  (``keep_candidates=True``) Q is kept from the forward, K weight-sized tensors per layer
+  until the backward; ``keep_candidates=False`` recomputes Q in the backward instead (one
+  more quantization pass, nothing of size K * N kept). Learnable-scale candidates are added
+  one by one (below);
+- a tied embedding table: the projection mixes the full table once per draw and the lookup
+  mixes only the rows it gathers; with ``per_tensor`` scales the lookup needs the full table
+  too, and the table the first use mixes serves the second (one full-table mix per draw
+  either way);
 - sampling: :func:`sample_mixing_` draws the Gumbel noise of all layers in one batched op
   per step, and :class:`ExpectedBits` computes the budget's expected bits in one batched op,
   so that the per-layer kernel count -- what bounds a small model's step on a GPU -- stays
@@ -90,7 +95,8 @@ output equals the supernet's candidate output, bit for bit, and the packed expor
 it. A :class:`SupernetEmbedding` learns per-row scales the same way (the per-row lookup
 gathers the scales of the rows it reads, as ``QuantEmbedding`` does). Cost: each learnable
 candidate is its own LSQ graph (a few elementwise passes, and its STE mask and d out/d s,
-two weight-sized tensors, kept until the backward). Without the switch the layers hold no
+two weight-sized tensors, kept until the backward) on the vectorised path; the block path
+recomputes them per block. Without the switch the layers hold no
 scale Parameter and compute exactly what they computed before it.
 
 Expected bits for budget terms: :meth:`_SupernetMixin.expected_bits` = sum_i softmax(alpha)_i
@@ -133,6 +139,7 @@ from mpqbench.quant.primitives import (
     lsq_grad_factor,
     qrange,
 )
+from mpqbench.quant.supernet_mix import block_mix
 
 logger = logging.getLogger(__name__)
 
@@ -347,6 +354,34 @@ def mixed_fake_quantize(
     return _MixedFakeQuant.apply(w, y, scales, qmin, qmax, bits, need_mask, keep_candidates)
 
 
+def mix_candidates(
+    w: torch.Tensor,
+    y: torch.Tensor,
+    bits: Sequence[int],
+    granularity: str = "per_channel",
+    scale_method: str = "max",
+    *,
+    keep_candidates: bool = True,
+) -> torch.Tensor:
+    """sum_i y_i Q_{b_i}(w) by the path a supernet layer without learnable scales takes.
+
+    ``max`` scales with every b >= 2: :func:`~mpqbench.quant.supernet_mix.block_mix`;
+    otherwise :func:`mixed_fake_quantize` (``keep_candidates`` applies there). Values and
+    gradients as :func:`mixed_fake_quantize`'s (the two differ in the last bits of the sums).
+
+    Raises:
+        ValueError: bad bits or a ``y`` of the wrong shape.
+    """
+    bits = tuple(check_bits(b) for b in bits)
+    if y.shape != (len(bits),):
+        raise ValueError(f"mixing weights must have shape ({len(bits)},), got {tuple(y.shape)}")
+    if scale_method != "max" or 1 in bits:
+        return mixed_fake_quantize(w, y, bits, granularity, scale_method,
+                                   keep_candidates=keep_candidates)
+    scales = candidate_scales(w, bits, granularity, "max")
+    return block_mix(w, y, [(i, scales[i]) for i in range(len(bits))], [])
+
+
 def gumbel_noise(alpha: torch.Tensor) -> torch.Tensor:
     """One Gumbel draw shaped like ``alpha``, stored negated: ``-g = log E``, E ~ Exp(1).
 
@@ -501,6 +536,8 @@ class _SupernetMixin:
         ``row_ids``: ``w`` is the rows of an embedding table gathered at these ids (their
         learnable scales are gathered with them)."""
         spec = self.quantizer
+        if spec.scale_method == "max" and 1 not in self.candidates:
+            return self._block_mix(w, y, row_ids)
         if not self.learnable_bits:
             qmin, qmax = self.qmin_values, self.qmax_values
             if qmax.dtype != w.dtype:
@@ -518,6 +555,27 @@ class _SupernetMixin:
             term = y[i].to(w.dtype) * self._lsq_candidate(w, b, row_ids)
             out = term if out is None else out + term
         return out
+
+    def _block_mix(self, w: torch.Tensor, y: torch.Tensor,
+                   row_ids: torch.Tensor | None) -> torch.Tensor:
+        """:meth:`_mix` by :func:`~mpqbench.quant.supernet_mix.block_mix` (max scales, every
+        candidate b >= 2): each candidate's values as the vectorised path's, summed in
+        candidate order, no ``(K, N)`` tensor kept or built."""
+        spec = self.quantizer
+        fixed = [(i, b) for i, b in enumerate(self.candidates) if b not in self.learnable_bits]
+        qmax = self.qmax_values[[i for i, _ in fixed]].to(w.dtype) if fixed else None
+        scales = (candidate_scales(w, [b for _, b in fixed], spec.granularity, "max", qmax)
+                  if fixed else [])
+        lsq = []
+        for i, b in self._learnable_positions if self.learnable_bits else ():
+            param = self.lsq_scales[str(b)]  # type: ignore[index]
+            scale = param.clamp_min(torch.finfo(param.dtype).tiny)
+            if row_ids is None:
+                lsq.append((i, b, scale, lsq_grad_factor(w, scale, b)))
+            else:
+                rows = scale.reshape(-1)[row_ids.reshape(-1)].unsqueeze(-1)
+                lsq.append((i, b, rows, lsq_grad_factor(self.weight, param, b)))
+        return block_mix(w, y, [(i, scales[k]) for k, (i, _) in enumerate(fixed)], lsq)
 
     def _lsq_candidate(self, w: torch.Tensor, bits: int,
                        row_ids: torch.Tensor | None = None) -> torch.Tensor:
@@ -572,8 +630,9 @@ class SupernetLinear(_SupernetMixin, nn.Linear):
             tau: initial Gumbel-softmax temperature.
             init_logits: initial ``alpha``, aligned with the sorted candidates (default
                 zeros: every candidate equally likely).
-            keep_candidates: keep the K quantized weights from forward to backward (see
-                :func:`mixed_fake_quantize`).
+            keep_candidates: on the vectorised path (``mse`` scales or a 1-bit candidate),
+                keep the K quantized weights from forward to backward (see
+                :func:`mixed_fake_quantize`); the block path keeps none.
             learnable_scale_max_bits: candidates with b <= this get a learnable (LSQ)
                 scale (module docstring); None: none.
 
@@ -888,8 +947,9 @@ def prepare_supernet_(
         hard: straight-through hard sampling.
         tau: initial temperature.
         init_logits: initial logits of every layer (default zeros).
-        keep_candidates: keep the K quantized weights from forward to backward (default;
-            fewest kernels) or recompute them in the backward (less memory).
+        keep_candidates: on the vectorised path (``mse`` scales or a 1-bit candidate), keep
+            the K quantized weights from forward to backward (default; fewest kernels) or
+            recompute them in the backward (less memory); the block path keeps none.
         learnable_scale_max_bits: every candidate with b <= this gets a learnable (LSQ)
             scale Parameter per layer (see the module docstring); None (default): none.
 
@@ -1104,6 +1164,7 @@ __all__ = [
     "extract_",
     "gumbel_noise",
     "gumbel_softmax_weights",
+    "mix_candidates",
     "mixed_fake_quantize",
     "prepare_supernet_",
     "sample_mixing_",
