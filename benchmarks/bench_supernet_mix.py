@@ -14,10 +14,11 @@ Reported: median seconds of a round per path (paths alternate within each round)
 ratio, and the largest difference between the two mixed weights. ``--ops`` also times single
 elementwise ops on one block (``CPU_BLOCK_ELEMENTS`` floats): what the block path's design
 avoids (boolean masks, fresh outputs) against what it uses. ``--step-rounds R`` then times
-the whole one_stage training step with each path, each in a fresh process, alternating over
-R rounds: ``bench_host_heap.step_seconds("one_stage", ...)`` (batch 4 drawn from 96 train
-utterances, trimmed batches, KL to the teacher, the logits' optimizer and bit-budget term;
-median of ``--steps`` steps), the vectorised path patched in for its process.
+the whole one_stage training step with each path, and the 4-bit QAT step of the same layers,
+each in a fresh process, alternating over R rounds: ``bench_host_heap.step_seconds`` (batch
+4 drawn from 96 train utterances, trimmed batches, KL to the teacher; one_stage with the
+logits' optimizer and bit-budget term; median of ``--steps`` steps), the vectorised path
+patched in for its process.
 
     python benchmarks/bench_supernet_mix.py [--rounds 5] [--threads N] [--ops]
         [--step-rounds 2 --steps 10]
@@ -116,7 +117,8 @@ def op_microseconds(repeats: int = 200) -> dict[str, float]:
 
 
 def step_child(path: str, steps: int) -> dict[str, float]:
-    """The one_stage step's median seconds and peak memory in this process, by ``path``."""
+    """Median step seconds and peak memory in this process: the one_stage step by ``path``
+    (``block`` or ``vectorised``), or the 4-bit QAT step of the same layers (``uniform``)."""
     import bench_host_heap
 
     from mpqbench.quant.supernet import _SupernetMixin
@@ -124,7 +126,8 @@ def step_child(path: str, steps: int) -> dict[str, float]:
     if path == "vectorised":
         _SupernetMixin._block_mix = lambda self, w, y, row_ids: _vectorised_rows(self, w, y,
                                                                                  row_ids)
-    return bench_host_heap.step_seconds("one_stage", steps, "fp32", train_utts=96)
+    system = "uniform" if path == "uniform" else "one_stage"
+    return bench_host_heap.step_seconds(system, steps, "fp32", train_utts=96)
 
 
 def _vectorised_rows(layer, w, y, row_ids):
@@ -141,9 +144,9 @@ def _vectorised_rows(layer, w, y, row_ids):
 
 def compare_steps(rounds: int, steps: int, threads: int) -> None:
     """Alternate fresh processes of the block and vectorised one_stage steps; print medians."""
-    results: dict[str, list[dict[str, float]]] = {"block": [], "vectorised": []}
+    results: dict[str, list[dict[str, float]]] = {"block": [], "vectorised": [], "uniform": []}
     for _ in range(rounds):
-        for path in ("vectorised", "block"):
+        for path in ("vectorised", "block", "uniform"):
             out = subprocess.run(
                 [sys.executable, __file__, "--step-child", path, "--steps", str(steps),
                  "--threads", str(threads)],
@@ -152,10 +155,12 @@ def compare_steps(rounds: int, steps: int, threads: int) -> None:
             print(f"  one_stage step, {path}: {results[path][-1]}", flush=True)
     med = {p: {k: statistics.median(r[k] for r in rs) for k in rs[0]}
            for p, rs in results.items()}
-    b, v = med["block"], med["vectorised"]
+    b, v, u = med["block"], med["vectorised"], med["uniform"]
     print(f"  one_stage step (median of {rounds} processes x {steps} steps): block "
           f"{b['step_s']:.3f} s, vectorised {v['step_s']:.3f} s: {b['step_s'] / v['step_s']:.3f};"
-          f" peak memory {v['peak_mib']:.0f} -> {b['peak_mib']:.0f} MiB")
+          f" peak memory {v['peak_mib']:.0f} -> {b['peak_mib']:.0f} MiB; the 4-bit QAT step "
+          f"{u['step_s']:.3f} s: one_stage / uniform {v['step_s'] / u['step_s']:.2f} -> "
+          f"{b['step_s'] / u['step_s']:.2f}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -166,7 +171,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--step-rounds", type=int, default=0,
                         help="also time the one_stage step per path over this many rounds")
     parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--step-child", choices=("block", "vectorised"), help=argparse.SUPPRESS)
+    parser.add_argument("--step-child", choices=("block", "vectorised", "uniform"),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.step_child:
