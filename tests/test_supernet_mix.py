@@ -188,3 +188,23 @@ def test_supernet_layers_take_the_block_path_and_match_the_vectorised_one(monkey
                         torch.autograd.grad((want * g).sum(), params), strict=True):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     assert len(calls) == 2
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("granularity", ["per_channel", "per_tensor"])
+def test_block_mix_on_cuda_matches_the_vectorised_path(granularity):
+    """On CUDA the whole weight is one block; values and gradients as the vectorised path's
+    on the same device."""
+    w, y, lsq, g = _inputs((384, 1536), granularity, seed=3)
+    w, y, g = (t.detach().cuda().requires_grad_(t.requires_grad) for t in (w, y, g))
+    lsq = {b: s.detach().cuda().requires_grad_() for b, s in lsq.items()}
+    params = [w, y, *lsq.values()]
+    ref = _reference(w, y, lsq, granularity)
+    ref_grads = torch.autograd.grad((ref * g).sum(), params)
+    out = _block(w, y, lsq, granularity)
+    grads = torch.autograd.grad((out * g).sum(), params)
+    assert out.device.type == "cuda"
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-6)
+    for got, want in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
