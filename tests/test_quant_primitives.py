@@ -12,6 +12,7 @@ import torch
 from mpqbench.quant.formats import Quantizer, QuantSpec
 from mpqbench.quant.primitives import (
     SIGN_STE_CLIP,
+    absmax,
     choose_scale,
     dequantize,
     fake_quantize,
@@ -33,6 +34,20 @@ def _weight(shape, seed=0):
     w = torch.randn(shape, generator=g) * 0.05
     w[0] = 0.0  # an all-zero channel must not break anything
     return w
+
+
+@pytest.mark.parametrize("shape", [*SHAPES.values(), (7,), (3, 1)], ids=[*SHAPES, "1d", "col"])
+@pytest.mark.parametrize("granularity", ["per_channel", "per_tensor"])
+def test_absmax_is_the_max_of_the_absolute_values(shape, granularity):
+    """Against |W| reduced by torch directly (and an all-zero channel, a negative maximum
+    magnitude and NaN)."""
+    w = _weight(shape)
+    w.view(-1)[-1] = -1.0  # the largest magnitude is negative
+    dims = tuple(range(1, w.dim())) if granularity == "per_channel" else tuple(range(w.dim()))
+    expected = w.abs().amax(dim=dims, keepdim=True) if dims else w.abs()
+    assert torch.equal(absmax(w, granularity), expected)
+    w.view(-1)[0] = float("nan")
+    assert absmax(w, granularity).view(-1)[0].isnan()
 
 
 @pytest.mark.parametrize("bits", MULTIBIT, ids=lambda b: f"int{b}")
