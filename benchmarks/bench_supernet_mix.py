@@ -13,12 +13,14 @@ and backward with a gradient of ones, the weights, logits and scales all requiri
 Reported: median seconds of a round per path (paths alternate within each round), their
 ratio, and the largest difference between the two mixed weights. ``--ops`` also times single
 elementwise ops on one block (``CPU_BLOCK_ELEMENTS`` floats): what the block path's design
-avoids (boolean masks, fresh outputs) against what it uses. ``--step-rounds R`` then times
-the whole one_stage training step with each path, and the 4-bit QAT step of the same layers,
-each in a fresh process, alternating over R rounds: ``bench_host_heap.step_seconds`` (batch
-4 drawn from 96 train utterances, trimmed batches, KL to the teacher; one_stage with the
-logits' optimizer and bit-budget term; median of ``--steps`` steps), the vectorised path
-patched in for its process.
+avoids (boolean masks, fresh outputs) against what it uses; and max|W| per row of an
+embedding-sized table by ``abs().amax`` against ``primitives.absmax``.
+
+``--step-rounds R`` then times the whole one_stage training step with each path, and the
+4-bit QAT step of the same layers, each in a fresh process, alternating over R rounds:
+``bench_host_heap.step_seconds`` (batch 4 drawn from 96 train utterances, trimmed batches,
+KL to the teacher; one_stage with the logits' optimizer and bit-budget term; median of
+``--steps`` steps), the vectorised path patched in for its process.
 
     python benchmarks/bench_supernet_mix.py [--rounds 5] [--threads N] [--ops]
         [--step-rounds 2 --steps 10]
@@ -41,6 +43,7 @@ import torch
 
 from mpqbench.quant.allocation import allocation_for
 from mpqbench.quant.formats import Quantizer
+from mpqbench.quant.primitives import absmax
 from mpqbench.quant.supernet import (
     gumbel_softmax_weights,
     mixed_fake_quantize,
@@ -106,13 +109,18 @@ def op_microseconds(repeats: int = 200) -> dict[str, float]:
         "fp32 * bool mask": lambda: b * mask,
         "where(mask, x, 0)": lambda: torch.where(mask, b, 0.0),
     }
+    table = torch.randn(51864, 384)  # the token embedding's shape
+    ops["max|W| per row of the embedding: abs().amax"] = (
+        lambda: table.abs().amax(dim=1, keepdim=True))
+    ops["max|W| per row of the embedding: absmax"] = lambda: absmax(table)
     result = {}
     for name, op in ops.items():
         op()
+        n = repeats // 10 if "embedding" in name else repeats
         t0 = time.perf_counter()
-        for _ in range(repeats):
+        for _ in range(n):
             op()
-        result[name] = (time.perf_counter() - t0) / repeats * 1e6
+        result[name] = (time.perf_counter() - t0) / n * 1e6
     return result
 
 
@@ -204,7 +212,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.ops:
         print(f"  single ops on {CPU_BLOCK_ELEMENTS} fp32 values (microseconds):")
         for name, us in op_microseconds().items():
-            print(f"    {name:28s} {us:8.1f}")
+            print(f"    {name:44s} {us:9.1f}")
     if args.step_rounds:
         del layers
         compare_steps(args.step_rounds, args.steps, args.threads)
