@@ -146,6 +146,12 @@ def test_only_the_requested_gradients_are_computed():
     ref_grads = torch.autograd.grad((ref * g).sum(), [y, lsq[2]])
     for got, want in zip(grads, ref_grads, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    # only dL/dy (weights and scales frozen, as in two_stage's DNAS pass)
+    fixed_scales = {b: s.detach() for b, s in lsq.items()}
+    (got,) = torch.autograd.grad((_block(frozen, y, fixed_scales, "per_channel") * g).sum(), [y])
+    (want,) = torch.autograd.grad((_reference(frozen, y, fixed_scales, "per_channel") * g).sum(),
+                                  [y])
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 
 
 def test_the_mix_stays_fp32_under_bf16_autocast():

@@ -55,8 +55,9 @@ Cost of one training forward + backward per layer (N weights, K = |B| candidates
   learnable-scale ones included, saving nothing candidate-sized (the backward recomputes
   each block's candidates). A max scale never clips, so those candidates' STE masks are all
   ones and dL/dW = g * sum_i y_i for them; dL/dy_i = <g, Q_i(W)>. On whisper-tiny.en's
-  blocks and tied embedding with candidates {2, 3, 4, 6, 8} (LSQ at <= 3 bits) it took 0.4 s
-  against 1.1 s for the vectorised path below on a 2-core AVX2 CPU (docs/FINDINGS.md);
+  blocks and tied embedding with candidates {2, 3, 4, 6, 8} (LSQ at <= 3 bits) it took
+  0.49-0.58 s against 1.38-1.44 s for the vectorised path below on a 2-core AVX2 CPU
+  (docs/FINDINGS.md);
 - otherwise (``mse`` scales, a 1-bit candidate) one custom autograd function vectorised
   across candidates: forward, the K quantized weights as one ``(K, N)`` tensor mixed by one
   matrix-vector product; backward, dL/dy = Q (K, N) @ g (N) and the STE gradient

@@ -8,11 +8,11 @@ Nothing candidate-sized outlives a block: the backward recomputes each candidate
 weight, so the function saves only the weight, the mixing weights and the scales.
 
 Why: the vectorised path (:func:`~mpqbench.quant.supernet.mixed_fake_quantize` plus one LSQ
-autograd chain per learnable candidate) makes a fresh ``(K, N)`` tensor and about a dozen
-full passes over it per layer and step, each a trip through memory. For whisper-tiny.en's
-blocks and tied embedding (36.4 M weights, candidates {2, 3, 4, 6, 8}, LSQ at <= 3 bits) on a
-2-core AVX2 CPU that was about 1.1 s of a 2.2 s one_stage step (docs/FINDINGS.md, "The
-supernet mixture in cache-sized blocks").
+autograd chain per learnable candidate) makes a fresh ``(K, N)`` tensor, several full
+passes over it per layer and step, and boolean STE masks. For whisper-tiny.en's blocks and
+tied embedding (36.4 M weights, candidates {2, 3, 4, 6, 8}, LSQ at <= 3 bits) on a 2-core
+AVX2 CPU that was 1.1-1.4 s of a 3.1 s one_stage step (docs/FINDINGS.md, "The supernet
+mixture in cache-sized blocks").
 
 Arithmetic, per candidate, is that of the primitives it replaces: a ``max`` candidate is
 ``round(w * (1/s)) * s`` (:func:`~mpqbench.quant.primitives.fake_quantize` with
@@ -27,6 +27,7 @@ whole-tensor reduction in the last bits only.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -65,6 +66,7 @@ class _Plan:
                                                                          strict=True))])
 
 
+@functools.cache
 def _below_half_past(qmax: int) -> float:
     """The largest float32 below ``qmax + 0.5``: ``round(x)`` lies in [-qmax, qmax] exactly
     when ``|x|`` is at most this (round half to even; qmax = 2^(b-1) - 1 is odd)."""
@@ -155,7 +157,8 @@ class _BlockMix(torch.autograd.Function):
                 torch.mul(wc, _block_scale(lsq_r[k], a, b), out=x)
                 torch.clamp(x, -t, t, out=u)
                 torch.round(u, out=c)  # the clamped codes
-                outside = x.sub_(u).sign_()  # 0 inside the range, +-1 outside
+                # 0 inside the range, +-1 outside (needed by dL/ds and dL/dW only)
+                outside = x.sub_(u).sign_() if need_s or gw is not None else None
                 if need_s:
                     # d out / d s = c - x inside the range, the clamp bound c outside
                     ds = torch.sub(c, u, out=u).add_(outside, alpha=t)
